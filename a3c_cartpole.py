@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="A3C on CartPole-v1: train, play, evaluate.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # one line instead of argparse's long usage block; --help has the details
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
