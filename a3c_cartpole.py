@@ -88,11 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     hp = parser.add_argument_group("hyperparameters")
     hp.add_argument("--workers", type=int, default=2, help="worker processes/threads (one per core)")
-    hp.add_argument("--num-envs", type=int, default=16, help="--mode batch: environments in the vector")
+    hp.add_argument("--num-envs", type=int, default=8, help="--mode batch: environments in the vector")
     hp.add_argument("--rollout-len", type=int, default=20, help="n: steps per update per env (t_max)")
     hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
     hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
-    hp.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    hp.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
     hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
     hp.add_argument("--max-grad-norm", type=float, default=1.0, help="clip each update's gradient norm to this")

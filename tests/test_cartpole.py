@@ -94,7 +94,8 @@ def test_every_mode_trains_evaluates_and_plays(mode, tmp_path):
     assert saved["env_id"] == "CartPole-v1" and saved["args"]["mode"] == mode
 
     out = run("--eval", "--episodes", 3, "--seed", 7, "--checkpoint", checkpoint, cwd=tmp_path).stdout
-    assert out.count("episode") == 3 and "mean" in out.splitlines()[-1]
+    assert sum(line.startswith("episode") for line in out.splitlines()) == 3
+    assert out.splitlines()[-1].startswith("mean")
 
     video = tmp_path / "play.gif"
     out = run("--play", "--checkpoint", checkpoint, "--video", video, cwd=tmp_path).stdout
@@ -155,12 +156,12 @@ def test_ctrl_c_saves_and_stops_every_worker(tmp_path):
     while time.time() < deadline and len(children) < 2:
         time.sleep(0.5)
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(children) == 2, "the two workers never started"
+    assert len(children) >= 2, "the two workers never started"
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
+    stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
-    assert "interrupted" in stderr
+    assert "interrupted" in stdout
     assert torch.load(tmp_path / "model_last.pt", weights_only=True)["steps"] > 0
     for pid in children:
         assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the Ctrl-C"
