@@ -325,7 +325,7 @@ class TrainingLog:
     def evaluate(self) -> None:
         # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
         snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
-        eval_model = ActorCritic(*self.model_shape(), self.args.hidden)
+        eval_model = build_model(self.args)
         eval_model.load_state_dict(snapshot)
         seed = 1_000 + 1_000 * self.args.seed + self.args.eval_episodes * self.evals_done  # fresh each time
         returns = evaluate(eval_model, self.args.eval_episodes, seed)
@@ -336,9 +336,6 @@ class TrainingLog:
             self.best_eval = mean
             save_checkpoint(self.paths["best"], eval_model, self.optimizer, self)
         self.solved = mean >= self.args.solve_score
-
-    def model_shape(self) -> tuple[int, int]:
-        return self.model.actor[0].in_features, self.model.actor[-1].out_features
 
     def close(self) -> None:
         self.bar.close()
