@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="--eval: greedy episodes (default 30); --play: episodes (default 1)")
     parser.add_argument("--video", type=Path, default=RUNS / "videos" / "kungfu.gif",
                         help="--play without a display: where the GIF goes")
+    parser.add_argument("--video-steps", type=int, default=1500,
+                        help="--play without a display: record the first this many agent steps of each game")
 
     hp = parser.add_argument_group("hyperparameters")
     hp.add_argument("--workers", type=int, default=2, help="--mode processes: worker processes (one per core)")
@@ -127,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.episodes = 1 if args.play else 30
 
     for name in ("workers", "envs_per_worker", "num_envs", "rollout_len", "hidden", "episodes",
-                 "max_steps", "eval_every", "eval_episodes"):
+                 "video_steps", "max_steps", "eval_every", "eval_episodes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
@@ -491,17 +493,19 @@ def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def play(model: ActorCritic, episodes: int, seed: int, video: Path) -> None:
-    """Greedy episodes in a window, or, without a display, recorded to a GIF."""
+def play(model: ActorCritic, episodes: int, seed: int, video: Path, video_steps: int) -> None:
+    """Greedy episodes in a window, or, without a display, recorded to a GIF (the first
+    video_steps agent steps of each game; the game itself plays to its end for the score)."""
     headless = not has_display()
     env = make_env(render_mode="rgb_array" if headless else "human")
     frames = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        done, episode_return = False, 0.0
+        done, episode_return, step = False, 0.0, 0
         while not done:
-            if headless:
+            if headless and step < video_steps and step % 2 == 0:  # every other step (of 15 a second)
                 frames.append(env.render())
+            step += 1
             with torch.no_grad():
                 action = model.actor(torch.as_tensor(obs).unsqueeze(0)).argmax().item()
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -512,8 +516,8 @@ def play(model: ActorCritic, episodes: int, seed: int, video: Path) -> None:
     if headless:
         from PIL import Image  # comes with matplotlib
         video.parent.mkdir(parents=True, exist_ok=True)
-        images = [Image.fromarray(f) for f in frames[::2]]  # every other agent step: 7.5 fps of play
-        images[0].save(video, save_all=True, append_images=images[1:], duration=66, loop=0)
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(video, save_all=True, append_images=images[1:], duration=66, loop=0)  # 2x speed
         print(f"no display found: wrote {video}")
 
 
@@ -656,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             returns = evaluate(model, args.episodes, args.seed, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
-            play(model, args.episodes, args.seed, args.video)
+            play(model, args.episodes, args.seed, args.video, args.video_steps)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

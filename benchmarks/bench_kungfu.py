@@ -1,0 +1,92 @@
+"""Throughput of a3c_kungfu.py against the raw speed of the games it plays, in one run.
+
+    python benchmarks/bench_kungfu.py            # raw env vs both training modes (about 3 min)
+    python benchmarks/bench_kungfu.py --nets     # also: cost of the tutorial's network vs ours
+
+raw: ale-py's vector env with the script's protocol and preprocessing, 16 games on 2 threads
+(as many games as the default training steps), uniformly random actions, nothing else running.
+training: `a3c_kungfu.py --train` for --seconds, agent steps per second of its own clock
+(steps and seconds from the checkpoint it writes). One agent step is 4 frames.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import a3c_kungfu  # noqa: E402
+
+
+def raw_steps_per_second(seconds: float, num_envs: int = 16, num_threads: int = 2) -> float:
+    envs = a3c_kungfu.make_vector_env(num_envs, num_threads=num_threads)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        envs.step(rng.integers(len(a3c_kungfu.ACTIONS), size=num_envs))
+        steps += num_envs
+    envs.close()
+    return steps / (time.perf_counter() - started)
+
+
+def training_steps_per_second(mode: str, seconds: float, folder: Path) -> float:
+    checkpoint = folder / mode / "model.pt"
+    subprocess.run([sys.executable, str(ROOT / "a3c_kungfu.py"), "--train", "--mode", mode,
+                    "--max-seconds", str(seconds), "--eval-every", str(10**12), "--checkpoint", str(checkpoint)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder)
+    saved = torch.load(folder / mode / "model_last.pt", weights_only=True)
+    return saved["steps"] / saved["seconds"]
+
+
+def network_costs() -> None:
+    """ms per sample of one training step (forward + backward, batch 160) and of acting (batch 8)."""
+    torch.set_num_threads(1)
+    nn = torch.nn
+    first_layer = {"tutorial (32 channels first)": 32, "a3c_kungfu.py (16 channels first)": 16}
+    for name, channels in first_layer.items():
+        model = a3c_kungfu.ActorCritic(4, len(a3c_kungfu.ACTIONS), 256)
+        model.body[0] = nn.Conv2d(4, channels, 3, stride=2)
+        model.body[2] = nn.Conv2d(channels, 32, 3, stride=2)
+        batch = torch.randint(0, 256, (160, 4, 42, 42), dtype=torch.uint8)
+        started = None
+        for i in range(23):  # 3 warm-up steps, then 20 timed ones
+            if i == 3:
+                started = time.perf_counter()
+            model.zero_grad()
+            logits, values = model(batch)
+            (logits.sum() + values.sum()).backward()
+        train_ms = (time.perf_counter() - started) / 20 / 160 * 1e3
+        with torch.no_grad():
+            started = time.perf_counter()
+            for _ in range(200):
+                model(batch[:8])
+        act_ms = (time.perf_counter() - started) / 200 / 8 * 1e3
+        print(f"{name:36} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each measurement")
+    parser.add_argument("--nets", action="store_true", help="also time the tutorial's network against ours")
+    args = parser.parse_args()
+
+    raw = raw_steps_per_second(args.seconds)
+    print(f"{'raw vector env, random actions':36} {raw:8.0f} agent steps/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("processes", "batch"):
+            rate = training_steps_per_second(mode, args.seconds, Path(tmp))
+            print(f"{'training, --mode ' + mode:36} {rate:8.0f} agent steps/s  ({rate / raw:.0%} of raw)", flush=True)
+    if args.nets:
+        network_costs()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""a3c_kungfu.py: the protocol and preprocessing, what training sees, both modes end to end, bad input.
+The A3C mechanics (gradient hand-off, shared Adam, the util) are tested through a3c_cartpole.py."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import a3c_kungfu as kungfu
+
+SCRIPT = Path(kungfu.__file__).resolve()
+ROOT = SCRIPT.parent
+
+
+def run(*flags, cwd, check=True, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # headless
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, flags)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_protocol_minimal_action_set():
+    env = kungfu.make_env()
+    assert env.unwrapped.get_action_meanings() == kungfu.ACTIONS
+    assert env.observation_space.shape == (4, 42, 42)
+    env.close()
+    envs = kungfu.make_vector_env(2)
+    assert envs.single_action_space.n == len(kungfu.ACTIONS) == 14
+    envs.close()
+
+
+def test_play_env_sees_the_same_pixels_as_the_training_env(monkeypatch):
+    # Sticky actions draw from each env's own random stream; switch them off to compare pixels.
+    monkeypatch.setattr(kungfu, "STICKY_ACTIONS", 0.0)
+    single, vector = kungfu.make_env(), kungfu.make_vector_env(1)
+    obs_single, _ = single.reset(seed=5)
+    obs_vector, _ = vector.reset(seed=5)
+    np.testing.assert_array_equal(obs_single, obs_vector[0])
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        action = int(rng.integers(14))
+        obs_single, reward_single, *_ = single.step(action)
+        obs_vector, reward_vector, *_ = vector.step(np.array([action]))
+        np.testing.assert_array_equal(obs_single, obs_vector[0])
+        assert reward_single == reward_vector[0]
+
+
+class ScriptedGames:
+    """A stand-in for the vector env: game 0 scores 100 then 200 and loses a life; game 1 ends."""
+    num_envs = 2
+
+    def reset(self, seed):
+        self.t = 0
+        return np.zeros((2, 4, 42, 42), np.uint8), {"lives": np.array([4, 4])}
+
+    def step(self, actions):
+        self.t += 1
+        rewards = {1: [100.0, 0.0], 2: [200.0, 500.0]}.get(self.t, [0.0, 0.0])
+        lives = np.array([3 if self.t >= 2 else 4, 4])
+        terminated = np.array([False, self.t == 2])
+        obs = np.full((2, 4, 42, 42), self.t, np.uint8)
+        return obs, np.array(rewards), terminated, np.array([False, False]), {"lives": lives, "final_obs": obs + 100}
+
+
+def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
+    args = kungfu.parse_args(["--train", "--rollout-len", "3"])
+    rollouts = kungfu.Rollouts(ScriptedGames(), seed=0)
+    rollout, finished = rollouts.collect(kungfu.build_model(args), args)
+    np.testing.assert_array_equal(rollout["rewards"], [[1, 0], [1, 1], [0, 0]])  # sign(r)
+    np.testing.assert_array_equal(rollout["terminated"], [[0, 0], [1, 1], [0, 0]])  # life lost / game over
+    assert rollout["next_obs"][1, 1, 0, 0, 0] == 102  # the ended game's final frame, not the reset one
+    assert finished == [500.0]  # the raw score of the finished game
+    assert rollouts.scores[0] == 300.0  # game 0 goes on, raw score kept across the lost life
+
+
+@pytest.mark.parametrize("mode", ["processes", "batch"])
+def test_both_modes_train_evaluate_and_play(mode, tmp_path):
+    checkpoint = tmp_path / "run" / "model.pt"
+    run("--train", "--mode", mode, "--max-steps", 200, "--eval-every", 100, "--eval-episodes", 1,
+        "--envs-per-worker", 2, "--num-envs", 4, "--rollout-len", 5, "--checkpoint", checkpoint, cwd=tmp_path)
+    for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
+
+    out = run("--eval", "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint, cwd=tmp_path).stdout
+    assert sum(line.startswith("episode") for line in out.splitlines()) == 2
+    assert out.splitlines()[-1].startswith("mean")
+
+    video = tmp_path / "play.gif"
+    out = run("--play", "--checkpoint", checkpoint, "--video", video, "--video-steps", 40, cwd=tmp_path).stdout
+    assert video.stat().st_size > 0 and str(video) in out
+
+
+def one_line_error(result):
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "error" in lines[0], result.stderr
+    return lines[0]
+
+
+def test_bad_input(tmp_path):
+    assert "no checkpoint" in one_line_error(run("--eval", "--checkpoint", tmp_path / "x.pt", cwd=tmp_path, check=False))
+    cartpole = ROOT / "pretrained" / "cartpole.pt"
+    assert "CartPole-v1" in one_line_error(run("--play", "--checkpoint", cartpole, cwd=tmp_path, check=False))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(cartpole.read_bytes()[:1000])
+    assert "cannot read" in one_line_error(run("--eval", "--checkpoint", corrupt, cwd=tmp_path, check=False))
+    one_line_error(run("--train", "--envs-per-worker", "0", cwd=tmp_path, check=False))
+    one_line_error(run("--train", "--mode", "threads", cwd=tmp_path, check=False))
