@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=["processes", "threads", "batch", "ga3c"], default="processes",
                         help="how experience is gathered; see the module docstring")
     parser.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and env (seed + rank)")
-    parser.add_argument("--episodes", type=int, default=None, help="--eval: greedy episodes (default 100); --play: episodes (default 1)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="--eval: greedy episodes (default 100); --play: episodes (default 1)")
     parser.add_argument("--video", type=Path, default=RUNS / "videos" / "cartpole.gif",
                         help="--play without a display: where the GIF goes")
 
@@ -235,6 +236,34 @@ def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None
         shared.grad = local.grad
 
 
+class Rollouts:
+    """Steps one env with a model; carries the observation and the episode's return across rollouts."""
+
+    def __init__(self, env: gym.Env, seed: int):
+        self.env, self.rng = env, np.random.default_rng(seed)
+        self.obs, _ = env.reset(seed=seed)
+        self.episode_return = 0.0
+
+    def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
+        """n steps: the rollout arrays [T] and the returns of the episodes that ended in them."""
+        rollout = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")}
+        finished = []
+        for _ in range(args.rollout_len):
+            with torch.no_grad():
+                action = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)[0]
+            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            for key, value in zip(rollout, (self.obs, action, reward, next_obs, terminated, truncated)):
+                rollout[key].append(value)
+            self.episode_return += reward
+            self.obs = next_obs
+            if terminated or truncated:  # next_obs stays in the rollout: V(final obs) bootstraps a truncation
+                finished.append(self.episode_return)
+                self.episode_return = 0.0
+                self.obs, _ = self.env.reset()
+        types = {"actions": np.int64}
+        return {k: np.asarray(v, dtype=types.get(k, np.float32)) for k, v in rollout.items()}, finished
+
+
 # --------------------------------------------------------------------------- the worker
 def worker(rank: int, args: argparse.Namespace, shared_model: ActorCritic, optimizer: SharedAdam,
            global_steps, stop, episode_returns, update_lock) -> None:
@@ -243,29 +272,14 @@ def worker(rank: int, args: argparse.Namespace, shared_model: ActorCritic, optim
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.manual_seed(args.seed + rank)
-    rng = np.random.default_rng(args.seed + rank)
-    env = make_env()
-    obs, _ = env.reset(seed=args.seed + rank)
-    local_model = ActorCritic(obs.shape[0], env.action_space.n, args.hidden)
-    episode_return = 0.0
+    rollouts = Rollouts(make_env(), seed=args.seed + rank)
+    local_model = build_model(args)
 
     while not stop.is_set():
         local_model.load_state_dict(shared_model.state_dict())  # theta' <- theta
-        rollout = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")}
-        for _ in range(args.rollout_len):
-            with torch.no_grad():
-                logits = local_model.actor(torch.as_tensor(obs))
-            action = act(logits, args.epsilon, rng)[0]
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            for key, value in zip(rollout, (obs, action, reward, next_obs, terminated, truncated)):
-                rollout[key].append(value)
-            episode_return += reward
-            obs = next_obs
-            if terminated or truncated:
-                episode_returns.put(episode_return)
-                episode_return = 0.0
-                obs, _ = env.reset()
-        rollout = {k: np.asarray(v, dtype=np.int64 if k == "actions" else np.float32) for k, v in rollout.items()}
+        rollout, finished = rollouts.collect(local_model, args)
+        for episode_return in finished:
+            episode_returns.put(episode_return)
 
         loss = a3c_loss(local_model, **rollout, args=args)
         local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
@@ -427,25 +441,11 @@ def ga3c_actor(rank, args, shared_model, training_queue, episode_returns, stop) 
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.manual_seed(args.seed + rank)
-    rng = np.random.default_rng(args.seed + rank)
-    env = make_env()
-    obs, _ = env.reset(seed=args.seed + rank)
-    episode_return = 0.0
+    rollouts = Rollouts(make_env(), seed=args.seed + rank)
     while not stop.is_set():
-        rollout = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")}
-        for _ in range(args.rollout_len):
-            with torch.no_grad():
-                action = act(shared_model.actor(torch.as_tensor(obs)), args.epsilon, rng)[0]
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            for key, value in zip(rollout, (obs, action, reward, next_obs, terminated, truncated)):
-                rollout[key].append(value)
-            episode_return += reward
-            obs = next_obs
-            if terminated or truncated:
-                episode_returns.put(episode_return)
-                episode_return = 0.0
-                obs, _ = env.reset()
-        rollout = {k: np.asarray(v, dtype=np.int64 if k == "actions" else np.float32) for k, v in rollout.items()}
+        rollout, finished = rollouts.collect(shared_model, args)  # the trainer's weights, read directly
+        for episode_return in finished:
+            episode_returns.put(episode_return)
         while not stop.is_set():
             try:
                 training_queue.put(rollout, timeout=0.1)  # blocks while the trainer is behind

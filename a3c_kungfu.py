@@ -44,7 +44,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -118,7 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hp.add_argument("--hidden", type=int, default=256, help="units of the fully connected layer")
 
     budget = parser.add_argument_group("stopping and evaluation")
-    budget.add_argument("--max-steps", type=int, default=50_000_000, help="stop after this many agent steps (x4 frames)")
+    budget.add_argument("--max-steps", type=int, default=50_000_000,
+                        help="stop after this many agent steps (4 frames each)")
     budget.add_argument("--max-seconds", type=float, default=7200.0, help="stop after this much wall time")
     budget.add_argument("--eval-every", type=int, default=1_000_000, help="greedy evaluation every this many steps")
     budget.add_argument("--eval-episodes", type=int, default=4, help="greedy episodes per evaluation")
@@ -587,7 +587,8 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     train = [(int(r["step"]), float(r["wall_seconds"]), float(r["train_return"])) for r in rows if r["train_return"]]
     evals = [(int(r["step"]), float(r["wall_seconds"]), float(r["eval_mean"])) for r in rows if r["eval_mean"]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, column, label, scale in ((axes[0], 0, "frames (millions)", 4e-6), (axes[1], 1, "wall time (hours)", 1 / 3600)):
+    x_axes = ((axes[0], 0, "frames (millions)", 4e-6), (axes[1], 1, "wall time (hours)", 1 / 3600))
+    for ax, column, label, scale in x_axes:
         if train:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
                     label="training games (sampled actions)")

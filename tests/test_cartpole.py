@@ -10,19 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_error, run_script
 
 import a3c_cartpole as a3c
 
 SCRIPT = Path(a3c.__file__).resolve()
 
 
-def run(*flags, cwd, check=True, timeout=120):
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # headless
-    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, flags)], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert result.returncode == 0, result.stderr[-2000:]
-    return result
+def run(*flags, cwd, check=True, timeout=300):
+    return run_script(SCRIPT, *flags, cwd=cwd, check=check, timeout=timeout)
 
 
 def tiny_model():
@@ -168,14 +164,6 @@ def test_ctrl_c_saves_and_stops_every_worker(tmp_path):
 
 
 # --------------------------------------------------------------------------- bad input
-def one_line_error(result):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "error" in lines[0], result.stderr
-    return lines[0]
-
-
 def test_missing_checkpoint(tmp_path):
     line = one_line_error(run("--eval", "--checkpoint", tmp_path / "nope.pt", cwd=tmp_path, check=False))
     assert "no checkpoint" in line

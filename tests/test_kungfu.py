@@ -1,13 +1,11 @@
 """a3c_kungfu.py: the protocol and preprocessing, what training sees, both modes end to end, bad input.
 The A3C mechanics (gradient hand-off, shared Adam, the util) are tested through a3c_cartpole.py."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_error, run_script
 
 import a3c_kungfu as kungfu
 
@@ -16,12 +14,7 @@ ROOT = SCRIPT.parent
 
 
 def run(*flags, cwd, check=True, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}  # headless
-    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, flags)], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert result.returncode == 0, result.stderr[-2000:]
-    return result
+    return run_script(SCRIPT, *flags, cwd=cwd, check=check, timeout=timeout)
 
 
 def test_protocol_minimal_action_set():
@@ -96,15 +89,9 @@ def test_both_modes_train_evaluate_and_play(mode, tmp_path):
     assert video.stat().st_size > 0 and str(video) in out
 
 
-def one_line_error(result):
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "error" in lines[0], result.stderr
-    return lines[0]
-
-
 def test_bad_input(tmp_path):
-    assert "no checkpoint" in one_line_error(run("--eval", "--checkpoint", tmp_path / "x.pt", cwd=tmp_path, check=False))
+    missing = run("--eval", "--checkpoint", tmp_path / "x.pt", cwd=tmp_path, check=False)
+    assert "no checkpoint" in one_line_error(missing)
     cartpole = ROOT / "pretrained" / "cartpole.pt"
     assert "CartPole-v1" in one_line_error(run("--play", "--checkpoint", cartpole, cwd=tmp_path, check=False))
     corrupt = tmp_path / "corrupt.pt"
