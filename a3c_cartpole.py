@@ -9,8 +9,9 @@ A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783): several workers, each 
 environment and a local copy of one shared actor-critic network. A worker repeats:
 
     1. copy the shared weights:                    theta' <- theta
-    2. act for n steps (or until the episode ends) with pi(a | s; theta')
+    2. act for n steps with pi(a | s; theta') (an episode that ends in them starts again)
     3. n-step return:                              R_t = r_t + gamma * R_{t+1},  R_n = V(s_n)
+       (0 after a terminal state; V of the last state when a time limit cuts the episode)
        advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda) with lambda=1)
     4. loss = -mean(log pi(a_t | s_t) * A_t)             policy gradient, A_t held constant
               + value_coef   * mean((R_t - V(s_t))^2)    critic regression
