@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="--train: where to save the best weights (metrics, curve and last "
                              "checkpoint go beside it); --play/--eval/--resume: what to load. "
-                             "Default: a new runs/ folder for --train; the newest runs/*/model.pt, "
+                             "Default: a new runs/ folder for --train; the newest runs/carracing_*/model.pt, "
                              "else the shipped pretrained/carracing.pt, for the others")
     parser.add_argument("--resume", action="store_true",
                         help="with --train: continue from --checkpoint (or the newest run) with its "

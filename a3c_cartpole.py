@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="--train: where to save the best weights (metrics, curve and last "
                              "checkpoint go beside it); --play/--eval/--resume: what to load. "
-                             "Default: a new runs/ folder for --train; the newest runs/*/model.pt, "
+                             "Default: a new runs/ folder for --train; the newest runs/cartpole_*/model.pt, "
                              "else the shipped pretrained/cartpole.pt, for the others")
     parser.add_argument("--resume", action="store_true",
                         help="with --train: continue from --checkpoint (or the newest run) with its "
@@ -590,7 +590,7 @@ def model_from_checkpoint(checkpoint: dict, path: Path) -> ActorCritic:
 
 def newest_checkpoint() -> Path:
     """The newest trained checkpoint under runs/, else the shipped pretrained one."""
-    trained = sorted(RUNS.glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
+    trained = sorted(RUNS.glob("cartpole_*/model.pt"), key=lambda p: p.stat().st_mtime)
     return trained[-1] if trained else PRETRAINED
 
 

@@ -4,8 +4,10 @@
     python random_baseline.py --env kungfu    --episodes 30  --seed 0
     python random_baseline.py --env carracing --episodes 50  --seed 0
 
-Each env is made exactly as the matching a3c_*.py evaluates it, and the score is the env's own
-(raw) episode return. The last line has the same form as `--eval` in the A3C scripts.
+Each env follows the protocol the matching a3c_*.py evaluates under (CartPole-v1; KungFuMaster
+with sticky actions, frame skip 4, minimal actions, full episodes; CarRacing-v3 with discrete
+actions, a new random action every frame), and the score is the env's own raw episode return.
+The last line has the same form as `--eval` in the A3C scripts.
 """
 from __future__ import annotations
 
