@@ -1,7 +1,7 @@
 """A3C (Asynchronous Advantage Actor-Critic) on the Atari game KungFuMaster, from pixels.
 
     python a3c_kungfu.py --train                # train (hours; resumable with --resume)
-    python a3c_kungfu.py --play                 # watch the greedy agent (an MP4/GIF when headless)
+    python a3c_kungfu.py --play                 # watch the agent (a GIF when headless)
     python a3c_kungfu.py --eval --episodes 30 --seed 0
     python a3c_kungfu.py --train --mode batch   # the other mode: processes, batch
 
@@ -80,8 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
-                      help="show the greedy agent in a window; writes a GIF when there is no display")
-    what.add_argument("--eval", action="store_true", help="greedy episodes; print each score and mean/std")
+                      help="show the agent in a window; writes a GIF when there is no display")
+    what.add_argument("--eval", action="store_true", help="evaluation games; print each score and mean/std")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="--train: where to save the best weights (metrics, curve and last "
                              "checkpoint go beside it); --play/--eval/--resume: what to load. "
@@ -94,7 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="how experience is gathered; see the module docstring")
     parser.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and envs (seed + rank)")
     parser.add_argument("--episodes", type=int, default=None,
-                        help="--eval: greedy episodes (default 30); --play: episodes (default 1)")
+                        help="--eval: games (default 30); --play: games (default 1)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="--eval/--play: always take the most likely action instead of sampling from the policy")
     parser.add_argument("--video", type=Path, default=RUNS / "videos" / "kungfu.gif",
                         help="--play without a display: where the GIF goes")
     parser.add_argument("--video-steps", type=int, default=1500,
@@ -120,8 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     budget.add_argument("--max-steps", type=int, default=50_000_000,
                         help="stop after this many agent steps (4 frames each)")
     budget.add_argument("--max-seconds", type=float, default=7200.0, help="stop after this much wall time")
-    budget.add_argument("--eval-every", type=int, default=1_000_000, help="greedy evaluation every this many steps")
-    budget.add_argument("--eval-episodes", type=int, default=4, help="greedy episodes per evaluation")
+    budget.add_argument("--eval-every", type=int, default=1_000_000, help="evaluation every this many steps")
+    budget.add_argument("--eval-episodes", type=int, default=4, help="games per evaluation")
     budget.add_argument("--solve-score", type=float, default=math.inf,
                         help="stop once an evaluation's mean score reaches this (default: never)")
     args = parser.parse_args(argv)
@@ -355,7 +357,7 @@ def worker(rank: int, args: argparse.Namespace, shared_model: ActorCritic, optim
 
 # --------------------------------------------------------------------------- training log
 class TrainingLog:
-    """Progress bar, metrics CSV, periodic greedy evaluation, best checkpoint, stopping rule."""
+    """Progress bar, metrics CSV, periodic evaluation, best checkpoint, stopping rule."""
 
     def __init__(self, args, paths, model, optimizer, start):
         self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
@@ -406,7 +408,7 @@ class TrainingLog:
         self.evals_done += 1
         mean = float(np.mean(returns))
         self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
-        self.bar.write(f"step {self.steps}: greedy evaluation {mean:.0f} +- {np.std(returns):.0f}")
+        self.bar.write(f"step {self.steps}: evaluation {mean:.0f} +- {np.std(returns):.0f}")
         if mean >= self.best_eval:
             self.best_eval = mean
             save_checkpoint(self.paths["best"], eval_model, self.optimizer, self)
@@ -469,16 +471,24 @@ def train_batch(args, model, optimizer, log) -> None:
 
 
 # --------------------------------------------------------------------------- evaluation and play
-def evaluate(model: ActorCritic, episodes: int, seed: int, verbose: bool = False) -> list[float]:
-    """Greedy (argmax) raw scores of `episodes` full games under the protocol, seeds seed, seed+1, ...
+def evaluate(model: ActorCritic, episodes: int, seed: int, greedy: bool = False,
+             verbose: bool = False) -> list[float]:
+    """Raw scores of `episodes` full games under the protocol, seeds seed, seed+1, ...
 
-    The games run side by side in one vector env so each step is one batched forward pass."""
+    Actions are sampled from the policy, as in training, unless greedy: the argmax policy of an
+    A3C agent can lock into a loop that the sampled one walks out of (the README has numbers).
+    The games run side by side in one vector env, so each step is one batched forward pass."""
     envs = make_vector_env(episodes, num_threads=2)
     obs, _ = envs.reset(seed=seed)
+    generator = torch.Generator().manual_seed(seed)  # the sampled actions are seeded too
     returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not finished.all():
         with torch.no_grad():
-            actions = model.actor(torch.as_tensor(obs)).argmax(-1).numpy()
+            logits = model.actor(torch.as_tensor(obs))
+        if greedy:
+            actions = logits.argmax(-1).numpy()
+        else:
+            actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).view(-1).numpy()
         obs, rewards, terminated, truncated, _ = envs.step(actions)
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
@@ -493,12 +503,12 @@ def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def play(model: ActorCritic, episodes: int, seed: int, video: Path, video_steps: int) -> None:
-    """Greedy episodes in a window, or, without a display, recorded to a GIF (the first
+def play(model: ActorCritic, episodes: int, seed: int, video: Path, video_steps: int, greedy: bool) -> None:
+    """Games in a window, or, without a display, recorded to a GIF (the first
     video_steps agent steps of each game; the game itself plays to its end for the score)."""
     headless = not has_display()
     env = make_env(render_mode="rgb_array" if headless else "human")
-    frames = []
+    frames, generator = [], torch.Generator().manual_seed(seed)
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         done, episode_return, step = False, 0.0, 0
@@ -507,7 +517,8 @@ def play(model: ActorCritic, episodes: int, seed: int, video: Path, video_steps:
                 frames.append(env.render())
             step += 1
             with torch.no_grad():
-                action = model.actor(torch.as_tensor(obs).unsqueeze(0)).argmax().item()
+                probs = torch.softmax(model.actor(torch.as_tensor(obs).unsqueeze(0)), -1)
+            action = probs.argmax().item() if greedy else torch.multinomial(probs, 1, generator=generator).item()
             obs, reward, terminated, truncated, _ = env.step(action)
             episode_return += reward
             done = terminated or truncated
@@ -593,7 +604,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
                     label="training games (sampled actions)")
         if evals:
-            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="greedy evaluation mean")
+            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="evaluation mean")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("raw game score")
@@ -643,7 +654,7 @@ def train(args: argparse.Namespace) -> None:
     if not paths["best"].exists():  # stopped before the first evaluation
         save_checkpoint(paths["best"], model, optimizer, log)
     plot_curve(paths["csv"], paths["png"])
-    print(f"best greedy evaluation {log.best_eval:.0f} after {log.steps} steps ({4 * log.steps / 1e6:.1f}M frames), "
+    print(f"best evaluation {log.best_eval:.0f} after {log.steps} steps ({4 * log.steps / 1e6:.1f}M frames), "
           f"{log.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
 
 
@@ -658,10 +669,10 @@ def main(argv: list[str] | None = None) -> int:
         model = model_from_checkpoint(checkpoint, path)
         print(f"loaded {path} (trained {checkpoint['steps']} steps)")
         if args.eval:
-            returns = evaluate(model, args.episodes, args.seed, verbose=True)
+            returns = evaluate(model, args.episodes, args.seed, args.greedy, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
-            play(model, args.episodes, args.seed, args.video, args.video_steps)
+            play(model, args.episodes, args.seed, args.video, args.video_steps, args.greedy)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
