@@ -505,6 +505,7 @@ class TrainingLog:
             self.best_eval = mean
             save_checkpoint(self.paths["best"], eval_model, self.optimizer, self)
         save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a recent resume point
+        drive(eval_model, seed, self.args, video=self.paths["videos"] / f"step_{self.steps:09d}.gif")  # watch progress
         self.solved = mean >= self.args.solve_score
 
     def close(self) -> None:
@@ -588,34 +589,41 @@ def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def play(model: ActorCritic, episodes: int, seed: int, args: argparse.Namespace) -> None:
-    """Greedy episodes in a window, or, without a display, recorded to a GIF (the first
-    --video-steps agent steps of each episode; the episode itself runs to its end for the return)."""
-    headless = not has_display()
-    env = make_env(args, render_mode="rgb_array" if headless else "human")
-    frames = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        h = model.initial_state(1)
-        done, episode_return, step = False, 0.0, 0
-        while not done:
-            if headless and step < args.video_steps:
-                frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
-            step += 1
-            with torch.no_grad():
-                logits, _, h = model.step(torch.as_tensor(obs).unsqueeze(0), h)
-            obs, reward, terminated, truncated, _ = env.step(logits.argmax().item())
-            episode_return += reward
-            done = terminated or truncated
-        print(f"episode {episode + 1}: return {episode_return:.1f}")
+def drive(model: ActorCritic, seed: int, args: argparse.Namespace, render_mode: str | None = None,
+          video: Path | None = None) -> float:
+    """One greedy episode on the track of `seed`; its raw return. With a video path, the first
+    --video-steps agent steps are written there as a GIF."""
+    env = make_env(args, render_mode="rgb_array" if video else render_mode)
+    obs, _ = env.reset(seed=seed)
+    h = model.initial_state(1)
+    frames, done, episode_return = [], False, 0.0
+    while not done:
+        if video and len(frames) < args.video_steps:
+            frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
+        with torch.no_grad():
+            logits, _, h = model.step(torch.as_tensor(obs).unsqueeze(0), h)
+        obs, reward, terminated, truncated, _ = env.step(logits.argmax().item())
+        episode_return += reward
+        done = terminated or truncated
     env.close()
-    if headless:
+    if video:
         from PIL import Image  # comes with matplotlib
-        args.video.parent.mkdir(parents=True, exist_ok=True)
+        video.parent.mkdir(parents=True, exist_ok=True)
         images = [Image.fromarray(f) for f in frames]
         # one GIF frame per agent step (4 env frames at 50 fps): 80 ms plays it in real time
-        images[0].save(args.video, save_all=True, append_images=images[1:], duration=80, loop=0)
-        print(f"no display found: wrote {args.video}")
+        images[0].save(video, save_all=True, append_images=images[1:], duration=80, loop=0)
+    return episode_return
+
+
+def play(model: ActorCritic, episodes: int, seed: int, args: argparse.Namespace) -> None:
+    """Greedy episodes in a window, or, without a display, recorded to GIFs."""
+    headless = not has_display()
+    for episode in range(episodes):
+        video = args.video if episode == 0 else args.video.with_name(f"{args.video.stem}_{episode + 1}.gif")
+        episode_return = drive(model, seed + episode, args, render_mode="human", video=video if headless else None)
+        print(f"episode {episode + 1}: return {episode_return:.1f}")
+        if headless:
+            print(f"no display found: wrote {video}")
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -669,10 +677,11 @@ def newest_checkpoint() -> Path:
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt, model_last.pt, model.csv, model.png."""
+    """A run's files sit beside its best checkpoint: model.pt, model_last.pt, model.csv, model.png,
+    and model_videos/ with a GIF of the first evaluation track at every evaluation."""
     stem = checkpoint.with_suffix("")
-    return {"best": checkpoint, "last": Path(f"{stem}_last.pt"),
-            "csv": Path(f"{stem}.csv"), "png": Path(f"{stem}.png")}
+    return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
+            "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
 
 
 def plot_curve(csv_path: Path, png_path: Path) -> None:

@@ -100,6 +100,7 @@ def test_both_modes_train_evaluate_and_play(mode, tmp_path):
     for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
     assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
+    assert list((tmp_path / "run" / "model_videos").glob("step_*.gif")), "a video of each evaluation"
 
     out = run("--eval", "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint, cwd=tmp_path).stdout
     assert sum(line.startswith("episode") for line in out.splitlines()) == 2
