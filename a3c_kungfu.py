@@ -173,9 +173,9 @@ def make_vector_env(num_envs: int, num_threads: int = 1) -> AtariVectorEnv:
 class ActorCritic(nn.Module):
     """The tutorial's network with a thinner first layer: three 3x3 stride-2 convolutions
     (42 -> 20 -> 9 -> 4 pixels) of 16, 32 and 32 channels, one fully connected layer, then the
-    policy and value heads on the same features. With 32 channels in the first layer, as in the
-    tutorial, that layer alone took half of the training step's time on the CPU
-    (benchmarks/bench_kungfu.py --nets shows it), and the workers spent twice as long learning as playing."""
+    policy and value heads on the same features. With the tutorial's 32 channels in the first
+    layer a training step costs about twice as much on the CPU (benchmarks/bench_kungfu.py --nets
+    measures both), and on 2 cores the workers would spend most of their time learning, not playing."""
 
     def __init__(self, in_channels: int, n_actions: int, hidden: int):
         super().__init__()
