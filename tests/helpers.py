@@ -21,3 +21,24 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "error" in lines[0], result.stderr
     return lines[0]
+
+
+def train_evaluate_play(script: Path, mode: str, tmp_path: Path, *train_flags) -> Path:
+    """A short --train in `mode`, then --eval and a headless --play of what it wrote."""
+    import torch
+
+    checkpoint = tmp_path / "run" / "model.pt"
+    run_script(script, "--train", "--mode", mode, *train_flags, "--checkpoint", checkpoint, cwd=tmp_path)
+    for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
+
+    out = run_script(script, "--eval", "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint, cwd=tmp_path).stdout
+    assert sum(line.startswith("episode") for line in out.splitlines()) == 2
+    assert out.splitlines()[-1].startswith("mean")
+
+    video = tmp_path / "play.gif"
+    out = run_script(script, "--play", "--checkpoint", checkpoint, "--video", video, "--video-steps", 20,
+                     cwd=tmp_path).stdout
+    assert video.stat().st_size > 0 and str(video) in out
+    return checkpoint

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import one_line_error, run_script
+from helpers import one_line_error, run_script, train_evaluate_play
 
 import a3c_carracing as carracing
 
@@ -94,21 +94,9 @@ def test_recurrent_loss_backpropagates_through_the_rollout():
 
 @pytest.mark.parametrize("mode", ["processes", "batch"])
 def test_both_modes_train_evaluate_and_play(mode, tmp_path):
-    checkpoint = tmp_path / "run" / "model.pt"
-    run("--train", "--mode", mode, "--max-steps", 40, "--eval-every", 20, "--eval-episodes", 1,
-        "--envs-per-worker", 1, "--num-envs", 2, "--rollout-len", 5, "--checkpoint", checkpoint, cwd=tmp_path)
-    for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
-        assert (tmp_path / "run" / name).stat().st_size > 0, name
-    assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
+    train_evaluate_play(SCRIPT, mode, tmp_path, "--max-steps", 40, "--eval-every", 20, "--eval-episodes", 1,
+                        "--envs-per-worker", 1, "--num-envs", 2, "--rollout-len", 5)
     assert list((tmp_path / "run" / "model_videos").glob("step_*.gif")), "a video of each evaluation"
-
-    out = run("--eval", "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint, cwd=tmp_path).stdout
-    assert sum(line.startswith("episode") for line in out.splitlines()) == 2
-    assert out.splitlines()[-1].startswith("mean")
-
-    video = tmp_path / "play.gif"
-    out = run("--play", "--checkpoint", checkpoint, "--video", video, "--video-steps", 20, cwd=tmp_path).stdout
-    assert video.stat().st_size > 0 and str(video) in out
 
 
 def test_bad_input(tmp_path):

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import one_line_error, run_script
+from helpers import one_line_error, run_script, train_evaluate_play
 
 import a3c_kungfu as kungfu
 
@@ -73,20 +72,8 @@ def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
 
 @pytest.mark.parametrize("mode", ["processes", "batch"])
 def test_both_modes_train_evaluate_and_play(mode, tmp_path):
-    checkpoint = tmp_path / "run" / "model.pt"
-    run("--train", "--mode", mode, "--max-steps", 200, "--eval-every", 100, "--eval-episodes", 1,
-        "--envs-per-worker", 2, "--num-envs", 4, "--rollout-len", 5, "--checkpoint", checkpoint, cwd=tmp_path)
-    for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
-        assert (tmp_path / "run" / name).stat().st_size > 0, name
-    assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
-
-    out = run("--eval", "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint, cwd=tmp_path).stdout
-    assert sum(line.startswith("episode") for line in out.splitlines()) == 2
-    assert out.splitlines()[-1].startswith("mean")
-
-    video = tmp_path / "play.gif"
-    out = run("--play", "--checkpoint", checkpoint, "--video", video, "--video-steps", 40, cwd=tmp_path).stdout
-    assert video.stat().st_size > 0 and str(video) in out
+    train_evaluate_play(SCRIPT, mode, tmp_path, "--max-steps", 200, "--eval-every", 100, "--eval-episodes", 1,
+                        "--envs-per-worker", 2, "--num-envs", 4, "--rollout-len", 5)
 
 
 def test_bad_input(tmp_path):
