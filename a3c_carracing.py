@@ -20,7 +20,7 @@ network. A worker repeats:
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
 CarRacing specifics. Gymnasium's CarRacing-v3 with discrete control; each action is repeated for
-4 frames, and the 3 frames in between are not drawn: drawing is ~97 % of a step's time and a
+4 frames, and the 3 frames in between are not drawn: drawing dominates a step's time and is a
 pure function of the physics, so the frames the agent does see are the stock env's, pixel for
 pixel (a test checks; benchmarks/bench_carracing.py measures the speed-up). Observations are 4
 stacked 64x64 grayscale frames made by Gymnasium's wrappers. The network is a conv trunk, a GRU
