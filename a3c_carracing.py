@@ -2,7 +2,7 @@
 
     python a3c_carracing.py --train             # train (hours; resumable with --resume)
     python a3c_carracing.py --play              # watch the greedy driver (a GIF when headless)
-    python a3c_carracing.py --eval --episodes 50 --seed 0
+    python a3c_carracing.py --eval --episodes 100   # held-out tracks (seeds from 1,000,000)
     python a3c_carracing.py --train --mode batch  # the other mode: processes, batch
 
 This script has the shape and names of a3c_cartpole.py; only the environment, the
@@ -19,21 +19,27 @@ network. A worker repeats:
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
-CarRacing specifics. Gymnasium's CarRacing-v3 with discrete control; each action is repeated for
-4 frames, and the 3 frames in between are not drawn: drawing dominates a step's time and is a
-pure function of the physics, so the frames the agent does see are the stock env's, pixel for
-pixel (a test checks; benchmarks/bench_carracing.py measures the speed-up). Observations are 4
-stacked 64x64 grayscale frames made by Gymnasium's wrappers. The network is a conv trunk, a GRU
-core and policy/value heads; the GRU state is reset at each episode's start, carried across
-rollouts and trained by backpropagation through each rollout. Training sees rewards clipped to
-[-1, 1] and cuts an episode after a long streak of negative reward (the car is lost); evaluation
-plays full 1000-frame episodes with neither, and every score shown is the raw env return.
+CarRacing specifics. Gymnasium's CarRacing-v3 with discrete control; each action is held for 4
+frames. The network is a conv trunk, a GRU core and policy/value heads; the GRU state is reset at
+each episode's start, carried across rollouts and trained by backpropagation through each
+rollout. Training sees rewards scaled by 0.1 (not clipped: a step over two tiles must be worth
+more than a step over one) and cuts an episode after a long streak of negative reward (the car
+is lost); evaluation plays full 1000-frame episodes with neither, and every score shown is the
+raw env return. The env is the stock one, drawn for less (see FastCarRacing): frames the agent
+never sees are not drawn, and a drawn frame skips the polygons that are off screen; a test
+checks that the pixels are the stock env's.
 
-Hogwild updates are not bit-reproducible, even with --seed.
+Seeds: training envs play tracks from seeds below 500,000 (derived from --seed, the worker and
+the step count, so a resumed run plays new tracks); the evaluations during training always play
+the same tracks, seeds 500,000 and up; --eval and --play default to seeds from 1,000,000, tracks
+that no training run sees. Hogwild updates are not bit-reproducible, even with --seed.
 
 Modes (--mode):
     processes  real A3C: worker processes update a model in shared memory (the default)
     batch      one learner steps one vector of environments in lock-step (synchronous A2C)
+
+The file reads top to bottom: the network, the loss, the worker and what it uses, the two
+modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
 """
 from __future__ import annotations
 
@@ -45,14 +51,17 @@ import random
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pygame
 import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
-from gymnasium.envs.box2d.car_racing import CarRacing
+from gymnasium.envs.box2d.car_racing import (GRASS_DIM, MAX_SHAPE_DIM, PLAYFIELD, SCALE, STATE_H, STATE_W, WINDOW_H,
+                                             WINDOW_W, ZOOM, CarRacing)
 from tqdm import tqdm
 
 from a3c_util import entropy_from_logits, gae_advantages
@@ -62,187 +71,21 @@ PRETRAINED = Path(__file__).parent / "pretrained" / "carracing.pt"
 RUNS = Path("runs")
 MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 1000, 64, 4  # CarRacing-v3's time limit; the agent's view
 # Discrete control. Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
-# right, gas, brake. We use them: "do nothing" lets the car coast through a bend, which the
-# tutorial's 4 actions (below, --actions tutorial) cannot express without braking.
+# right, gas 0.2, brake. The other sets are [steer, gas, brake] vectors for the continuous env:
+# the tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the
+# gas on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
 ACTION_SETS = {
     "gymnasium": ["nothing", "left", "right", "gas", "brake"],
-    # the tutorial's: [steer, gas, brake] vectors for the continuous env
     "tutorial": {"left": [-0.8, 0.0, 0.0], "right": [0.8, 0.0, 0.0], "gas": [0.0, 0.1, 0.0], "brake": [0.0, 0.0, 0.6]},
+    "steer-gas": {"nothing": [0.0, 0.0, 0.0], "left": [-0.6, 0.0, 0.0], "right": [0.6, 0.0, 0.0],
+                  "gas": [0.0, 0.5, 0.0], "brake": [0.0, 0.0, 0.8],
+                  "left-gas": [-0.6, 0.2, 0.0], "right-gas": [0.6, 0.2, 0.0]},
 }
+TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
+LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
 
 
-# --------------------------------------------------------------------------- hyperparameters
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="A3C on CarRacing from pixels: train, play, evaluate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # one line instead of argparse's long usage block; --help has the details
-    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
-    what.add_argument("--play", action="store_true",
-                      help="show the greedy agent in a window; writes a GIF when there is no display")
-    what.add_argument("--eval", action="store_true", help="greedy episodes; print each return and mean/std")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="--train: where to save the best weights (metrics, curve and last "
-                             "checkpoint go beside it); --play/--eval/--resume: what to load. "
-                             "Default: a new runs/ folder for --train; the newest runs/carracing_*/model.pt, "
-                             "else the shipped pretrained/carracing.pt, for the others")
-    parser.add_argument("--resume", action="store_true",
-                        help="with --train: continue from --checkpoint (or the newest run) with its "
-                             "model, optimizer, step counter and arguments; flags you give win")
-    parser.add_argument("--mode", choices=["processes", "batch"], default="processes",
-                        help="how experience is gathered; see the module docstring")
-    parser.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and envs (seed + rank)")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="--eval: greedy episodes (default 50); --play: episodes (default 1)")
-    parser.add_argument("--video", type=Path, default=RUNS / "videos" / "carracing.gif",
-                        help="--play without a display: where the GIF goes")
-    parser.add_argument("--video-steps", type=int, default=250,
-                        help="--play without a display: record the first this many agent steps of each episode")
-
-    hp = parser.add_argument_group("hyperparameters")
-    hp.add_argument("--actions", choices=list(ACTION_SETS), default="gymnasium",
-                    help="the discrete action set (see ACTION_SETS)")
-    hp.add_argument("--action-repeat", type=int, default=4, help="frames each action is held for")
-    hp.add_argument("--workers", type=int, default=2, help="--mode processes: worker processes (one per core)")
-    hp.add_argument("--envs-per-worker", type=int, default=2,
-                    help="--mode processes: environments each worker steps with one batched forward pass")
-    hp.add_argument("--num-envs", type=int, default=4, help="--mode batch: environments in the vector")
-    hp.add_argument("--rollout-len", type=int, default=20, help="n: steps per update per env (t_max), BPTT length")
-    hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
-    hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
-    hp.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (the tutorial's)")
-    hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
-    hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
-    hp.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update's gradient norm to this")
-    hp.add_argument("--epsilon", type=float, default=0.0,
-                    help="epsilon-greedy on top of policy sampling: probability of a uniform random action")
-    hp.add_argument("--hidden", type=int, default=256, help="units of the GRU core")
-    hp.add_argument("--patience", type=int, default=50,
-                    help="training only: end an episode after this many agent steps in a row with negative reward")
-
-    budget = parser.add_argument_group("stopping and evaluation")
-    budget.add_argument("--max-steps", type=int, default=10_000_000, help="stop after this many agent steps")
-    budget.add_argument("--max-seconds", type=float, default=4 * 3600.0, help="stop after this much wall time")
-    budget.add_argument("--eval-every", type=int, default=100_000, help="greedy evaluation every this many steps")
-    budget.add_argument("--eval-episodes", type=int, default=4, help="greedy episodes per evaluation")
-    budget.add_argument("--solve-score", type=float, default=math.inf,
-                        help="stop once an evaluation's mean return reaches this (default: never)")
-    args = parser.parse_args(argv)
-    if args.episodes is None:
-        args.episodes = 1 if args.play else 50
-
-    for name in ("action_repeat", "workers", "envs_per_worker", "num_envs", "rollout_len", "hidden", "episodes",
-                 "video_steps", "patience", "max_steps", "eval_every", "eval_episodes"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
-        parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
-    if args.lr <= 0 or args.max_seconds <= 0:
-        parser.error("--lr and --max-seconds must be positive")
-    if args.resume and not args.train:
-        parser.error("--resume goes with --train")
-    # the flags typed on the command line; --resume lets these override the saved arguments
-    explicit = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            explicit._add_action(action)
-    args.explicit = sorted(vars(explicit.parse_known_args(argv)[0]))
-    return args
-
-
-# --------------------------------------------------------------------------- environment and network
-class FastCarRacing(CarRacing):
-    """CarRacing-v3 that draws the agent's frame only when asked (`draw`); physics, rewards and
-    every drawn frame are the stock env's. Drawing depends only on the physics state, so frames
-    that nobody looks at can be skipped without changing the ones that are looked at."""
-
-    draw = True
-
-    def _render(self, mode: str):
-        if mode == "state_pixels" and not self.draw:
-            return self.state  # the previous frame, a placeholder nobody reads
-        return super()._render(mode)
-
-
-class ActionRepeat(gym.Wrapper):
-    """Hold each action for `repeat` frames and sum their rewards. On a FastCarRacing only the
-    last of those frames is drawn (or the frame where the episode ends)."""
-
-    def __init__(self, env: gym.Env, repeat: int):
-        super().__init__(env)
-        self.repeat = repeat
-
-    def step(self, action):
-        car_racing, total = self.env.unwrapped, 0.0
-        for i in range(self.repeat):
-            car_racing.draw = i == self.repeat - 1  # a plain attribute on the stock env: no effect
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            total += reward
-            if terminated or truncated:
-                break
-        if not car_racing.draw:  # ended on a frame that was not drawn: draw it now
-            car_racing.draw = True
-            obs = car_racing.state = car_racing._render("state_pixels")
-        return obs, total, terminated, truncated, info
-
-
-class TutorialActions(gym.ActionWrapper):
-    """The tutorial's 4 discrete actions on top of the continuous env."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.vectors = np.array(list(ACTION_SETS["tutorial"].values()), dtype=np.float32)
-        self.action_space = gym.spaces.Discrete(len(self.vectors))
-
-    def action(self, action):
-        return self.vectors[int(action)]
-
-
-class EndHopelessEpisode(gym.Wrapper):
-    """Training only: cut the episode (truncation, not a terminal state) after `patience` steps
-    in a row with negative reward; the car has left the track and is not coming back."""
-
-    def __init__(self, env: gym.Env, patience: int):
-        super().__init__(env)
-        self.patience, self.streak = patience, 0
-
-    def reset(self, **kwargs):
-        self.streak = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.streak = self.streak + 1 if reward < 0 else 0
-        return obs, reward, terminated, truncated or self.streak >= self.patience, info
-
-
-def make_env(args: argparse.Namespace, render_mode: str | None = None, fast: bool = True,
-             training: bool = False) -> gym.Env:
-    """CarRacing-v3 as the agent sees it: repeated actions, 64x64 grayscale, 4 frames stacked.
-    fast=False gives the stock env (every frame drawn), for the speed and equality checks."""
-    continuous = args.actions == "tutorial"
-    env = FastCarRacing(continuous=continuous, render_mode=render_mode) if fast else \
-        CarRacing(continuous=continuous, render_mode=render_mode)
-    env = gym.wrappers.TimeLimit(env, max_episode_steps=MAX_FRAMES)  # as gym.make("CarRacing-v3") does
-    if continuous:
-        env = TutorialActions(env)
-    env = ActionRepeat(env, args.action_repeat)
-    if training:
-        env = EndHopelessEpisode(env, args.patience)
-    env = gym.wrappers.GrayscaleObservation(env)
-    env = gym.wrappers.ResizeObservation(env, (FRAME_SIZE, FRAME_SIZE))
-    return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
-
-
-def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.SyncVectorEnv:
-    # SAME_STEP autoreset: a finished env is reset inside step() and its final observation is
-    # handed back in info["final_obs"], which we need to bootstrap a truncation.
-    return gym.vector.SyncVectorEnv([lambda: make_env(args, training=training) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
+# --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
     """Conv trunk (64 -> 31 -> 15 -> 7 -> 3 pixels), a GRU core, policy and value heads.
 
@@ -277,63 +120,17 @@ class ActorCritic(nn.Module):
         return torch.zeros(num_envs, self.hidden)
 
 
-def build_model(args: argparse.Namespace) -> ActorCritic:
-    return ActorCritic(FRAME_STACK, len(ACTION_SETS[args.actions]), args.hidden)
+def build_model(actions: str, hidden: int) -> ActorCritic:
+    return ActorCritic(FRAME_STACK, len(ACTION_SETS[actions]), hidden)
 
 
-class SharedAdam:
-    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory.
-
-    Shared between all workers: the step count t and the moments m and v (below), like the
-    weights themselves. An optimizer created lazily inside each worker would silently give every
-    worker its own moments. Written out rather than subclassing torch.optim.Adam: the maths fits
-    in a few lines, and torch.optim's first use costs a second of start-up (it imports torch._dynamo).
-    """
-
-    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params = list(params)
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.t = torch.zeros((), dtype=torch.int64).share_memory_()
-        self.m = [torch.zeros_like(p).share_memory_() for p in self.params]  # first moments
-        self.v = [torch.zeros_like(p).share_memory_() for p in self.params]  # second moments
-
-    @torch.no_grad()
-    def step(self) -> None:
-        beta1, beta2 = self.betas
-        self.t += 1
-        t = int(self.t)
-        step_size = self.lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
-        for p, m, v in zip(self.params, self.m, self.v):
-            m.mul_(beta1).add_(p.grad, alpha=1 - beta1)               # m <- b1 m + (1 - b1) g
-            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
-            p.addcdiv_(m, v.sqrt().add_(self.eps), value=-step_size)  # theta <- theta - lr m / sqrt(v)
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def state_dict(self) -> dict:
-        return {"t": self.t, "m": self.m, "v": self.v}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.t.copy_(state["t"])  # copy_ into the shared tensors keeps them shared
-        for mine, saved in zip(self.m + self.v, state["m"] + state["v"]):
-            mine.copy_(saved)
-
-
-def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Sample a ~ pi(.|s); with probability epsilon take a uniform random action instead."""
-    actions = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1).view(-1).numpy()
-    if epsilon > 0:
-        explore = rng.random(actions.shape) < epsilon
-        actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
-    return actions
-
-
+# --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, h0,
-             args: argparse.Namespace) -> torch.Tensor:
-    """The A3C loss of one rollout: arrays [T, N] per step, obs [T, N, 4, 64, 64], starts[t] = 1
-    where an episode begins at step t, h0 the GRU state before the rollout's first step."""
+             args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
+    """The A3C loss of one rollout, and its terms (policy loss, value loss, entropy) for the log.
+
+    Arrays are [T, N] per step, obs [T, N, 4, 64, 64]; starts[t] = 1 where an episode begins at
+    step t; h0 is the GRU state before the rollout's first step."""
     T, N = rewards.shape
     features = model.encode(torch.as_tensor(obs).flatten(0, 1)).view(T, N, -1)
     h, hs = h0, []
@@ -352,36 +149,62 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
         h_after = model.core(model.encode(torch.as_tensor(next_obs[own])), hs[torch.as_tensor(own)])
         next_values[own] = model.heads(h_after)[1].numpy()
-    # A_t and R_t from values without gradient: the advantage weighs the policy gradient,
-    # it must not itself be pushed around by it (that is what "A_t held constant" means)
+    # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
+    # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
+    # 4. the loss
     log_probs = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(actions).unsqueeze(-1)).squeeze(-1)
     policy_loss = -(log_probs * advantages).mean()
     value_loss = (returns - values).pow(2).mean()
     entropy = entropy_from_logits(logits).mean()
-    return policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
+    loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
+    return loss, [policy_loss.item(), value_loss.item(), entropy.item()]
 
 
-def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
-    """Point the shared parameters' .grad at this update's local gradients.
+# --------------------------------------------------------------------------- the worker
+def worker(rank: int, seed: int, args: argparse.Namespace, shared_model: ActorCritic, optimizer: SharedAdam,
+           global_steps, stop, episode_returns, loss_sums, errors, parent_pid: int) -> None:
+    """One A3C worker process, stepping its own small vector of envs (the docstring's steps 1-5)."""
+    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
+    ignore_parents_signals()
+    try:
+        torch.manual_seed(seed)
+        envs = make_vector_env(args, args.envs_per_worker, training=True)
+        rollouts = Rollouts(envs, seed=seed)
+        local_model = build_model(args.actions, args.hidden)
+        # stop when told, or when the parent is gone (killed without a chance to tell us)
+        while not stop.is_set() and os.getppid() == parent_pid:
+            local_model.load_state_dict(shared_model.state_dict())  # 1. theta' <- theta
+            rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
+            for score in finished:
+                episode_returns.put(score)
+            loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
+            local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
+            if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
+                raise FloatingPointError(f"the loss or its gradient is not finite (loss {loss.item()})")
+            # 5. no lock: each process has its own .grad; the weights and Adam state are shared (Hogwild)
+            hand_over_gradients(local_model, shared_model)
+            optimizer.step()  # updates the shared weights and the shared Adam moments
+            add_to(loss_sums, [*terms, grad_norm])
+            with global_steps.get_lock():
+                global_steps.value += args.rollout_len * args.envs_per_worker
+        envs.close()
+    except Exception:  # the parent prints it, saves and stops the run
+        errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
+        sys.exit(1)
 
-    Done on every update: local_model.zero_grad() sets the local grads to None before each
-    backward, so backward makes fresh tensors, and the shared model must see each new one.
-    (Copying only `if shared.grad is None`, as much A3C code does, would freeze the shared
-    gradient at the first update.) In worker processes .grad is a per-process attribute of the
-    shared parameters; only their data lives in shared memory."""
-    for local, shared in zip(local_model.parameters(), shared_model.parameters()):
-        shared.grad = local.grad
 
-
+# --------------------------------------------------------------------------- what the worker uses
 class Rollouts:
     """Steps a vector of envs with a model; keeps each env's raw return and GRU state across rollouts."""
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int):
         self.envs, self.rng = envs, np.random.default_rng(seed)
-        self.obs, _ = envs.reset(seed=seed)
+        self.obs, _ = envs.reset(seed=seed)  # env i plays the track of seed + i, then tracks its own RNG picks
         self.h = None  # the GRU state, made by the first collect()
         self.starts = np.ones(envs.num_envs, np.float32)  # every env begins an episode
         self.scores = np.zeros(envs.num_envs)
@@ -391,8 +214,7 @@ class Rollouts:
         if self.h is None:
             self.h = model.initial_state(self.envs.num_envs)
         h0 = self.h  # where backpropagation through this rollout starts (no gradient before it)
-        keys = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated", "starts")
-        rollout = {k: [] for k in keys}
+        rollout = {k: [] for k in ROLLOUT_DTYPES}
         finished = []
         for _ in range(args.rollout_len):
             with torch.no_grad():
@@ -404,124 +226,107 @@ class Rollouts:
             real_next_obs = next_obs.copy()
             if done.any():
                 real_next_obs[done] = np.stack(info["final_obs"][done])
-            # training sees rewards clipped to [-1, 1]; the scores stay raw
-            for key, value in zip(keys, (self.obs, actions, np.clip(rewards, -1, 1), real_next_obs,
-                                         terminated, truncated, self.starts)):
+            # training sees scaled rewards (ratios kept: two tiles are worth twice one); scores stay raw
+            for key, value in zip(ROLLOUT_DTYPES, (self.obs, actions, rewards * args.reward_scale, real_next_obs,
+                                                   terminated, truncated, self.starts)):
                 rollout[key].append(value)
             self.scores += rewards
             finished += self.scores[done].tolist()
             self.scores[done] = 0.0
             self.starts = done.astype(np.float32)
             self.obs = next_obs
-        types = {"obs": np.uint8, "next_obs": np.uint8, "actions": np.int64}
-        rollout = {k: np.asarray(v, dtype=types.get(k, np.float32)) for k, v in rollout.items()}
+        rollout = {k: np.asarray(v, dtype=ROLLOUT_DTYPES[k]) for k, v in rollout.items()}
         return {**rollout, "h0": h0}, finished
 
 
-# --------------------------------------------------------------------------- the worker
-def worker(rank: int, args: argparse.Namespace, shared_model: ActorCritic, optimizer: SharedAdam,
-           global_steps, stop, episode_returns) -> None:
-    """One A3C worker process, stepping its own small vector of envs."""
-    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    torch.manual_seed(args.seed + rank)
-    envs = make_vector_env(args, args.envs_per_worker, training=True)
-    rollouts = Rollouts(envs, seed=args.seed + 1000 * rank)
-    local_model = build_model(args)
-
-    while not stop.is_set():
-        local_model.load_state_dict(shared_model.state_dict())  # theta' <- theta
-        rollout, finished = rollouts.collect(local_model, args)
-        for score in finished:
-            episode_returns.put(score)
-
-        loss = a3c_loss(local_model, **rollout, args=args)
-        local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
-        loss.backward()
-        nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm)
-        # no lock: each process has its own .grad; the weights and Adam state are shared (Hogwild)
-        hand_over_gradients(local_model, shared_model)
-        optimizer.step()  # updates the shared weights and the shared Adam moments
-        with global_steps.get_lock():
-            global_steps.value += args.rollout_len * args.envs_per_worker
-    envs.close()
+ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,
+                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}
 
 
-# --------------------------------------------------------------------------- training log
-class TrainingLog:
-    """Progress bar, metrics CSV, periodic greedy evaluation, best checkpoint, stopping rule."""
+def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Sample a ~ pi(.|s); with probability epsilon take a uniform random action instead.
 
-    def __init__(self, args, paths, model, optimizer, start):
-        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
-        self.steps, self.episodes = start["steps"], start["episodes"]
-        self.best_eval, self.evals_done = start["best_eval"], start["evals_done"]
-        self.seconds_before = start["seconds"]  # wall time of earlier runs joined by --resume
-        self.started = time.time()
-        self.next_eval = self.steps + args.eval_every
-        self.recent = []
-        self.solved = False
-        new_file = not paths["csv"].exists()
-        self.csv_file = open(paths["csv"], "a", newline="")
-        self.csv = csv.writer(self.csv_file)
-        if new_file:
-            self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std"])
-        self.bar = tqdm(total=args.max_steps, initial=self.steps, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, smoothing=0.05)
+    epsilon > 0 makes the update off-policy: the loss still treats each action as drawn from pi,
+    which biases the gradient a little. It is 0 by default; the entropy bonus explores instead."""
+    actions = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1).view(-1).numpy()
+    if epsilon > 0:
+        explore = rng.random(actions.shape) < epsilon
+        actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
+    return actions
 
-    @property
-    def seconds(self) -> float:
-        return self.seconds_before + time.time() - self.started
 
-    def episode(self, episode_return: float) -> None:
-        self.episodes += 1
-        self.recent = (self.recent + [episode_return])[-20:]
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", episode_return, "", ""])
-        self.csv_file.flush()
+def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
+    """Point the shared parameters' .grad at this update's local gradients.
 
-    def update(self, steps: int) -> bool:
-        """Record progress to `steps`; evaluate when due. True when training should stop."""
-        self.bar.update(steps - self.steps)
-        self.steps = steps
-        if self.steps >= self.next_eval:
-            self.next_eval += self.args.eval_every
-            self.evaluate()
-        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}",
-                             eval=f"{self.best_eval:.0f}", refresh=False)
-        out_of_budget = self.steps >= self.args.max_steps or time.time() - self.started >= self.args.max_seconds
-        return self.solved or out_of_budget
+    Done on every update: local_model.zero_grad() sets the local grads to None before each
+    backward, so backward makes fresh tensors, and the shared model must see each new one
+    (copying only `if shared.grad is None` would freeze the shared gradient at the first update).
+    In worker processes .grad is a per-process attribute; only the weights live in shared memory."""
+    for local, shared in zip(local_model.parameters(), shared_model.parameters()):
+        shared.grad = local.grad
 
-    def evaluate(self) -> None:
-        # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
-        snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
-        eval_model = build_model(self.args)
-        eval_model.load_state_dict(snapshot)
-        seed = 1_000 + 1_000 * self.args.seed + self.args.eval_episodes * self.evals_done  # fresh each time
-        returns = evaluate(eval_model, self.args.eval_episodes, seed, self.args)
-        self.evals_done += 1
-        mean = float(np.mean(returns))
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
-        self.bar.write(f"step {self.steps}: greedy evaluation {mean:.0f} +- {np.std(returns):.0f}")
-        if mean >= self.best_eval:
-            self.best_eval = mean
-            save_checkpoint(self.paths["best"], eval_model, self.optimizer, self)
-        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a recent resume point
-        drive(eval_model, seed, self.args, video=self.paths["videos"] / f"step_{self.steps:09d}.gif")  # watch progress
-        self.solved = mean >= self.args.solve_score
 
-    def close(self) -> None:
-        self.bar.close()
-        self.csv_file.close()
+class SharedAdam:
+    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory.
+
+    Shared between all workers: the step count t, the moments m and v, and the learning rate
+    (the parent lowers it as the budget is used), like the weights themselves. An optimizer
+    created inside each worker would silently give every worker its own moments. Written out
+    rather than subclassing torch.optim.Adam: the maths fits in a few lines, and torch.optim's
+    first use costs a second of start-up (it imports torch._dynamo).
+    """
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.betas, self.eps = betas, eps
+        self.lr = torch.tensor(lr, dtype=torch.float64).share_memory_()
+        self.t = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.m = [torch.zeros_like(p).share_memory_() for p in self.params]  # first moments
+        self.v = [torch.zeros_like(p).share_memory_() for p in self.params]  # second moments
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        self.t += 1
+        t = int(self.t)
+        step_size = float(self.lr) * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
+        for p, m, v in zip(self.params, self.m, self.v):
+            m.mul_(beta1).add_(p.grad, alpha=1 - beta1)               # m <- b1 m + (1 - b1) g
+            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
+            p.addcdiv_(m, v.sqrt().add_(self.eps), value=-step_size)  # theta <- theta - lr m / sqrt(v)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "m": self.m, "v": self.v}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t.copy_(state["t"])  # copy_ into the shared tensors keeps them shared
+        for mine, saved in zip(self.m + self.v, state["m"] + state["v"]):
+            mine.copy_(saved)
+
+
+def add_to(loss_sums, values: list[float]) -> None:
+    """Add one update's loss terms to the running sums the log averages (the last slot counts updates)."""
+    with loss_sums.get_lock():
+        for i, value in enumerate(values):
+            loss_sums[i] += value
+        loss_sums[len(values)] += 1
 
 
 # --------------------------------------------------------------------------- the two modes
 def train_processes(args, model, optimizer, log) -> None:
     """A3C proper: worker processes run asynchronously against the shared model."""
-    # fork starts workers without importing torch again; spawn where fork does not exist
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    global_steps, stop, episode_returns = ctx.Value("q", log.steps), ctx.Event(), ctx.SimpleQueue()
+    # fork starts workers without importing torch again; macOS and Windows use their default, spawn
+    ctx = mp.get_context("fork" if sys.platform == "linux" else None)
+    global_steps, stop = ctx.Value("q", log.steps), ctx.Event()
+    episode_returns, errors = ctx.SimpleQueue(), ctx.SimpleQueue()
     model.share_memory()  # the weights every worker reads and writes
     workers = [ctx.Process(target=worker, daemon=True,
-                           args=(rank, args, model, optimizer, global_steps, stop, episode_returns))
+                           args=(rank, training_seed(args.seed, rank, log.steps), args, model, optimizer,
+                                 global_steps, stop, episode_returns, log.loss_sums, errors, os.getpid()))
                for rank in range(args.workers)]
     for w in workers:
         w.start()
@@ -529,11 +334,15 @@ def train_processes(args, model, optimizer, log) -> None:
         while True:
             while not episode_returns.empty():
                 log.episode(episode_returns.get())
-            if log.update(global_steps.value):
+            dead = [w for w in workers if not w.is_alive()]
+            if dead:  # a worker must not die silently and leave the others training without it
+                raise TrainingFailed(errors.get() if not errors.empty() else
+                                     f"a worker died with exit code {dead[0].exitcode} (killed for memory?)")
+            if log.progress(global_steps.value):
                 break
             time.sleep(0.1)
     finally:
-        stop.set()  # also on Ctrl-C: every worker sees it and leaves its loop
+        stop.set()  # also on Ctrl-C, SIGTERM, SIGHUP, a failure: every worker sees it and leaves its loop
         for w in workers:
             w.join(timeout=10)
             if w.is_alive():
@@ -544,23 +353,205 @@ def train_batch(args, model, optimizer, log) -> None:
     """Synchronous A2C: one learner, one forward pass for the whole vector of envs."""
     torch.set_num_threads(1)
     envs = make_vector_env(args, args.num_envs, training=True)
-    rollouts = Rollouts(envs, seed=args.seed)
+    rollouts = Rollouts(envs, seed=training_seed(args.seed, 0, log.steps))
     steps = log.steps
     try:
         while True:
             rollout, finished = rollouts.collect(model, args)
             for score in finished:
                 log.episode(score)
-            loss = a3c_loss(model, **rollout, args=args)
+            loss, terms = a3c_loss(model, **rollout, args=args)
             optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
+            if not math.isfinite(grad_norm):
+                raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
             optimizer.step()
+            add_to(log.loss_sums, [*terms, grad_norm])
             steps += args.rollout_len * args.num_envs
-            if log.update(steps):
+            if log.progress(steps):
                 break
     finally:
         envs.close()
+
+
+def training_seed(seed: int, rank: int, steps: int) -> int:
+    """The first track seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
+    return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
+
+
+def validation_seed(evals_done: int, episodes: int) -> int:
+    """The first track of every evaluation during training: the same tracks each time, because
+    tracks differ a lot in difficulty and only the same ones show whether the driver improved."""
+    return VALIDATION_SEED
+
+
+# --------------------------------------------------------------------------- the environment
+# The stock env's grass squares, built exactly as its _render_road builds them every frame.
+GRASS_POLYS = [[(GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + 0), (GRASS_DIM * x + 0, GRASS_DIM * y + 0),
+                (GRASS_DIM * x + 0, GRASS_DIM * y + GRASS_DIM), (GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + GRASS_DIM)]
+               for x in range(-20, 20, 2) for y in range(-20, 20, 2)]
+GRASS = np.array(GRASS_POLYS)
+
+
+class FastCarRacing(CarRacing):
+    """CarRacing-v3 with the stock physics, rewards and pixels, drawn for less.
+
+    1. Frames nobody looks at are not drawn (`draw` False): drawing depends only on the physics
+       state, so skipping a frame changes none of the frames that are drawn.
+    2. A drawn frame hands the stock drawing code only the polygons that can reach the screen.
+       Stock `_render_road` rotates all ~700 grass and road polygons in Python and then drops
+       the ~90 % that fail its own on-screen test; here one vectorised test with a margin picks
+       the candidates, and the stock `_draw_colored_polygon` (with its exact test) draws them, in
+       the stock order and with each tile's live colour (a tile changes colour when touched).
+    3. The score's font is made once, not every frame.
+
+    `_render` and `_render_road` are private methods of Gymnasium's CarRacing, overridden here;
+    checked against gymnasium==1.4.0 (requirements.txt). A test fails if their signatures change,
+    and the equality tests fail if what they draw does.
+    """
+
+    draw = True
+    _font = None  # the score's font, made on first use
+    _road = None  # the current track's road polygons as an array [tiles, 4, 2], built when first drawn
+
+    def reset(self, *args, **kwargs):
+        self._road = None  # a new track
+        return super().reset(*args, **kwargs)
+
+    def _render(self, mode: str):
+        if mode != "state_pixels":
+            return super()._render(mode)  # a window or a video: as stock
+        if not self.draw:
+            return self.state  # the previous frame, a placeholder nobody reads
+        if "t" not in self.__dict__:
+            return None  # reset() not called yet
+        # The stock _render's "state_pixels" path, line for line, except for the font.
+        self.surf = pygame.Surface((WINDOW_W, WINDOW_H))
+        angle = -self.car.hull.angle
+        zoom = 0.1 * SCALE * max(1 - self.t, 0) + ZOOM * SCALE * min(self.t, 1)  # the first second zooms in
+        scroll_x = -(self.car.hull.position[0]) * zoom
+        scroll_y = -(self.car.hull.position[1]) * zoom
+        trans = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)
+        trans = (WINDOW_W / 2 + trans[0], WINDOW_H / 4 + trans[1])
+        self._render_road(zoom, trans, angle)
+        self.car.draw(self.surf, zoom, trans, angle, False)
+        self.surf = pygame.transform.flip(self.surf, False, True)
+        self._render_indicators(WINDOW_W, WINDOW_H)
+        if FastCarRacing._font is None:
+            pygame.font.init()
+            FastCarRacing._font = pygame.font.Font(pygame.font.get_default_font(), 42)
+        text = FastCarRacing._font.render(f"{self.reward:04.0f}", True, (255, 255, 255), (0, 0, 0))
+        text_rect = text.get_rect()
+        text_rect.center = (60, WINDOW_H - WINDOW_H * 2.5 / 40.0)
+        self.surf.blit(text, text_rect)
+        return self._create_image_array(self.surf, (STATE_W, STATE_H))
+
+    def _render_road(self, zoom: float, translation, angle: float) -> None:
+        if self._road is None:
+            self._road = np.array([poly for poly, _ in self.road_poly], dtype=np.float64).reshape(-1, 4, 2)
+        field = [(PLAYFIELD, PLAYFIELD), (PLAYFIELD, -PLAYFIELD), (-PLAYFIELD, -PLAYFIELD), (-PLAYFIELD, PLAYFIELD)]
+        self._draw_colored_polygon(self.surf, field, self.bg_color, zoom, translation, angle, clip=False)
+        for i in self._maybe_on_screen(GRASS, zoom, translation, angle):
+            self._draw_colored_polygon(self.surf, GRASS_POLYS[i], self.grass_color, zoom, translation, angle)
+        for i in self._maybe_on_screen(self._road, zoom, translation, angle):
+            poly, color = self.road_poly[i]
+            self._draw_colored_polygon(self.surf, [(p[0], p[1]) for p in poly], [int(c) for c in color],
+                                       zoom, translation, angle)
+
+    @staticmethod
+    def _maybe_on_screen(polys: np.ndarray, zoom: float, translation, angle: float) -> np.ndarray:
+        """Indices of the polygons that may pass the stock on-screen test: the same rotation,
+        zoom and shift, vectorised, and a box one pixel wider than the stock one (float safety)."""
+        cos, sin = math.cos(angle), math.sin(angle)
+        x = (polys[..., 0] * cos - polys[..., 1] * sin) * zoom + translation[0]
+        y = (polys[..., 0] * sin + polys[..., 1] * cos) * zoom + translation[1]
+        margin = MAX_SHAPE_DIM + 1.0
+        inside = (x >= -margin) & (x <= WINDOW_W + margin) & (y >= -margin) & (y <= WINDOW_H + margin)
+        return np.flatnonzero(inside.any(axis=1))
+
+
+class ActionRepeat(gym.Wrapper):
+    """Hold each action for `repeat` frames and sum their rewards. On a FastCarRacing only the
+    last of those frames is drawn (or the frame where the episode ends)."""
+
+    def __init__(self, env: gym.Env, repeat: int):
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action):
+        car_racing, total = self.env.unwrapped, 0.0
+        for i in range(self.repeat):
+            car_racing.draw = i == self.repeat - 1  # a plain attribute on the stock env: no effect
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += reward
+            if terminated or truncated:
+                break
+        if not car_racing.draw:  # ended on a frame that was not drawn: draw it now
+            car_racing.draw = True
+            obs = car_racing.state = car_racing._render("state_pixels")
+        return obs, total, terminated, truncated, info
+
+
+class VectorActions(gym.ActionWrapper):
+    """Discrete actions on top of the continuous env: action i is the [steer, gas, brake] vectors[i]."""
+
+    def __init__(self, env: gym.Env, vectors: dict[str, list[float]]):
+        super().__init__(env)
+        self.vectors = np.array(list(vectors.values()), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(len(self.vectors))
+
+    def action(self, action):
+        return self.vectors[int(action)]
+
+
+class EndHopelessEpisode(gym.Wrapper):
+    """Training only: cut the episode (truncation, not a terminal state) after `patience` steps
+    in a row with negative reward; the car has left the track and is not coming back."""
+
+    def __init__(self, env: gym.Env, patience: int):
+        super().__init__(env)
+        self.patience, self.streak = patience, 0
+
+    def reset(self, **kwargs):
+        self.streak = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.streak = self.streak + 1 if reward < 0 else 0
+        return obs, reward, terminated, truncated or self.streak >= self.patience, info
+
+
+def make_env(args: argparse.Namespace, render_mode: str | None = None, fast: bool = True,
+             training: bool = False) -> gym.Env:
+    """CarRacing-v3 as the agent sees it: repeated actions, 64x64 grayscale, 4 frames stacked.
+    fast=False gives the stock env (every frame drawn), for the speed and equality checks."""
+    continuous = isinstance(ACTION_SETS[args.actions], dict)
+    env = FastCarRacing(continuous=continuous, render_mode=render_mode) if fast else \
+        CarRacing(continuous=continuous, render_mode=render_mode)
+    env = gym.wrappers.TimeLimit(env, max_episode_steps=MAX_FRAMES)  # as gym.make("CarRacing-v3") does
+    if continuous:
+        env = VectorActions(env, ACTION_SETS[args.actions])
+    env = ActionRepeat(env, args.action_repeat)
+    if training:
+        env = EndHopelessEpisode(env, args.patience)
+    env = gym.wrappers.GrayscaleObservation(env)
+    env = gym.wrappers.ResizeObservation(env, (FRAME_SIZE, FRAME_SIZE))
+    return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
+
+
+def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.SyncVectorEnv:
+    # SAME_STEP autoreset: a finished env is reset inside step() and its final observation is
+    # handed back in info["final_obs"], which we need to bootstrap a truncation.
+    return gym.vector.SyncVectorEnv([lambda: make_env(args, training=training) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+# ===========================================================================================
+# Everything below is plumbing: evaluation and play, the training log, checkpoints, the plot,
+# the command line. The reinforcement learning is all above.
+# ===========================================================================================
 
 
 # --------------------------------------------------------------------------- evaluation and play
@@ -626,27 +617,130 @@ def play(model: ActorCritic, episodes: int, seed: int, args: argparse.Namespace)
             print(f"no display found: wrote {video}")
 
 
+# --------------------------------------------------------------------------- training log
+class TrainingFailed(Exception):
+    """A worker died or the loss stopped being a number: the run saves and stops."""
+
+
+class TrainingLog:
+    """Progress bar, metrics CSV, the loss terms, periodic greedy evaluation, best checkpoint,
+    learning-rate schedule and stopping rule."""
+
+    def __init__(self, args, paths, model, optimizer, start):
+        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
+        self.steps, self.episodes = start["steps"], start["episodes"]
+        self.best_eval, self.evals_done = start["best_eval"], start["evals_done"]
+        self.seconds_before = start["seconds"]  # wall time of earlier runs joined by --resume
+        self.started = time.time()
+        self.next_eval = self.steps + args.eval_every
+        self.log_every = max(1, args.eval_every // 10)
+        self.next_row, self.row_started = self.steps + self.log_every, time.time()
+        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the workers add to it (add_to)
+        self.recent, self.entropy = [], math.nan
+        self.solved = False
+        new_file = not paths["csv"].exists()
+        self.csv_file = open(paths["csv"], "a", newline="")
+        self.csv = csv.writer(self.csv_file)
+        if new_file:
+            self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
+                               *LOSS_TERMS, "updates_per_s"])
+        self.bar = tqdm(total=args.max_steps, initial=self.steps, unit="step", dynamic_ncols=True,
+                        mininterval=1.0, smoothing=0.05)
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + time.time() - self.started
+
+    def episode(self, episode_return: float) -> None:
+        self.episodes += 1
+        self.recent = (self.recent + [episode_return])[-20:]
+        self.csv.writerow([self.steps, f"{self.seconds:.2f}", episode_return])
+        self.csv_file.flush()
+
+    def progress(self, steps: int) -> bool:
+        """Training has reached `steps`: move the bar, log the losses, lower the learning rate,
+        validate and keep the best checkpoint when due. True when training should stop."""
+        self.bar.update(steps - self.steps)
+        self.steps = steps
+        if self.steps >= self.next_row:
+            self.next_row += self.log_every
+            self.write_losses()
+        budget_used = min(1.0, max(self.steps / self.args.max_steps, self.seconds / self.args.max_seconds))
+        if self.args.lr_schedule == "linear":  # falls to 0 at the end of the budget, as in the A3C paper
+            self.optimizer.lr.fill_(self.args.lr * (1.0 - budget_used))
+        if self.steps >= self.next_eval:
+            self.next_eval += self.args.eval_every
+            self.validate()
+        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}",
+                             eval=f"{self.best_eval:.0f}", ent=f"{self.entropy:.2f}", refresh=False)
+        return self.solved or budget_used >= 1.0
+
+    def write_losses(self) -> None:
+        """One CSV row with the loss terms averaged over the updates since the last row."""
+        with self.loss_sums.get_lock():
+            sums = list(self.loss_sums)
+            for i in range(len(sums)):
+                self.loss_sums[i] = 0.0
+        updates, now = sums[-1], time.time()
+        if updates:
+            means = [s / updates for s in sums[:-1]]
+            self.entropy = means[LOSS_TERMS.index("entropy")]
+            self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
+                               f"{updates / (now - self.row_started):.2f}"])
+        self.row_started = now
+
+    def validate(self) -> None:
+        """Greedy episodes on the validation tracks (the same every time); keep the best weights."""
+        # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
+        eval_model = build_model(self.args.actions, self.args.hidden)
+        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
+        seed = validation_seed(self.evals_done, self.args.eval_episodes)
+        returns = evaluate(eval_model, self.args.eval_episodes, seed, self.args)
+        self.evals_done += 1
+        mean = float(np.mean(returns))
+        self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
+        self.bar.write(f"step {self.steps}: greedy evaluation {mean:.0f} +- {np.std(returns):.0f}")
+        if mean >= self.best_eval:
+            self.best_eval = mean
+            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
+        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a recent resume point
+        drive(eval_model, seed, self.args, video=self.paths["videos"] / f"step_{self.steps:09d}.gif")
+        self.solved = mean >= self.args.solve_score
+
+    def close(self) -> None:
+        self.bar.close()
+        self.csv_file.close()
+
+
 # --------------------------------------------------------------------------- checkpoints
 class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or made for something else."""
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer, log: TrainingLog) -> None:
-    """Everything --resume needs. Written to a temp file and renamed, so an interrupted save
-    never destroys the previous checkpoint."""
+def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, log: TrainingLog) -> None:
+    """The weights, the arguments and the counters; with an optimizer, everything --resume needs.
+    Written to a temp file, flushed to disk and renamed, so an interrupted save never destroys
+    the previous checkpoint."""
     checkpoint = {
-        "env_id": ENV_ID, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "env_id": ENV_ID, "model": model.state_dict(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(log.args).items()},
         "steps": log.steps, "episodes": log.episodes, "seconds": log.seconds,
         "best_eval": log.best_eval, "evals_done": log.evals_done,
     }
+    if optimizer is not None:
+        checkpoint["optimizer"] = optimizer.state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename, or a crash could leave an empty file
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load(path: Path) -> tuple[ActorCritic, dict]:
+    """The model saved at `path` and the whole checkpoint (its args, counters and perhaps the
+    optimizer state); a CheckpointError with a one-line reason if that is not possible."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -657,44 +751,45 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if checkpoint.get("env_id") != ENV_ID:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {ENV_ID}")
-    return checkpoint
-
-
-def model_from_checkpoint(checkpoint: dict, path: Path) -> ActorCritic:
     saved = checkpoint["args"]
-    model = build_model(argparse.Namespace(hidden=saved.get("hidden", 256), actions=saved.get("actions", "gymnasium")))
+    model = build_model(saved.get("actions", "gymnasium"), saved.get("hidden", 256))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
         raise CheckpointError(f"{path} holds a different network architecture") from None
-    return model
+    return model, checkpoint
 
 
-def newest_checkpoint() -> Path:
-    """The newest trained checkpoint under runs/, else the shipped pretrained one."""
+def newest_run() -> Path | None:
+    """The best checkpoint of the newest run under runs/, if there is one."""
     trained = sorted(RUNS.glob("carracing_*/model.pt"), key=lambda p: p.stat().st_mtime)
-    return trained[-1] if trained else PRETRAINED
+    return trained[-1] if trained else None
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt, model_last.pt, model.csv, model.png,
-    and model_videos/ with a GIF of the first evaluation track at every evaluation."""
+    """A run's files sit beside its best checkpoint: model.pt (weights only), model_last.pt (to
+    --resume from), model.csv, model.png, and model_videos/ with a GIF of every evaluation."""
     stem = checkpoint.with_suffix("")
     return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
             "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
 
 
+# --------------------------------------------------------------------------- the plot
 def plot_curve(csv_path: Path, png_path: Path) -> None:
+    """Returns against agent steps and wall time (top); the loss terms and updates/s (bottom)."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    train = [(int(r["step"]), float(r["wall_seconds"]), float(r["train_return"])) for r in rows if r["train_return"]]
-    evals = [(int(r["step"]), float(r["wall_seconds"]), float(r["eval_mean"])) for r in rows if r["eval_mean"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    x_axes = ((axes[0], 0, "agent steps (thousands)", 1e-3), (axes[1], 1, "wall time (hours)", 1 / 3600))
+
+    def series(name):
+        return [(int(r["step"]), float(r["wall_seconds"]), float(r[name])) for r in rows if r.get(name)]
+
+    train, evals = series("train_return"), series("eval_mean")
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    x_axes = ((axes[0, 0], 0, "agent steps (thousands)", 1e-3), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
     for ax, column, label, scale in x_axes:
         if train:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
@@ -702,30 +797,173 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
         if evals:
             ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="greedy evaluation mean")
         ax.set_xlabel(label)
+        ax.set_ylabel("raw episode return")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("raw episode return")
-    axes[0].legend(loc="upper left", fontsize=8)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    panels = [(axes[0, 2], "updates_per_s", "updates / s"), (axes[1, 0], "policy_loss", "policy loss"),
+              (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
+    for ax, name, label in panels:
+        points = series(name)
+        ax.plot([p[0] * 1e-3 for p in points], [p[2] for p in points], "-", lw=1)
+        ax.set_xlabel("agent steps (thousands)")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    if series("value_loss"):
+        axes[1, 1].set_yscale("log")
+    grad = series("grad_norm")
+    twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
+    twin.plot([p[0] * 1e-3 for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
+    twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
     fig.suptitle(f"A3C on {ENV_ID}")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
 
-# --------------------------------------------------------------------------- main
-def train(args: argparse.Namespace) -> None:
+# --------------------------------------------------------------------------- the command line
+def default_workers() -> int:
+    """One worker per core this process may use, at most 8: each worker keeps one core busy,
+    more workers than cores only adds switching, and beyond 8 this script was never measured."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="A3C on CarRacing from pixels: train, play, evaluate.",
+        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
+    what.add_argument("--play", action="store_true",
+                      help="show the greedy agent in a window; writes a GIF when there is no display")
+    what.add_argument("--eval", action="store_true", help="greedy episodes; print each return and mean/std")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="--train: where to save the best weights (metrics, curve and last "
+                             "checkpoint go beside it); --play/--eval/--resume: what to load. "
+                             "Default: a new runs/ folder for --train; the newest runs/carracing_*/model.pt "
+                             "for --resume; that, else the shipped pretrained/carracing.pt, for the others")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --train: continue a run from its model_last.pt: model, optimizer, "
+                             "counters and hyperparameters; flags you type win, except ones that "
+                             "change the network or the env")
+    parser.add_argument("--mode", choices=["processes", "batch"], default="processes",
+                        help="how experience is gathered; see the module docstring")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="--train: seeds python, numpy, torch and the training tracks (default 0); "
+                             "--eval/--play: the first track (default 1000000, tracks training never sees)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="--eval: greedy episodes (default 50); --play: episodes (default 1)")
+    parser.add_argument("--video", type=Path, default=RUNS / "videos" / "carracing.gif",
+                        help="--play without a display: where the GIF goes")
+    parser.add_argument("--video-steps", type=int, default=250,
+                        help="--play without a display: record the first this many agent steps of each episode")
+
+    hp = parser.add_argument_group("hyperparameters")
+    hp.add_argument("--actions", choices=list(ACTION_SETS), default="gymnasium",
+                    help="the discrete action set (see ACTION_SETS)")
+    hp.add_argument("--action-repeat", type=int, default=4, help="frames each action is held for")
+    hp.add_argument("--workers", type=int, default=default_workers(),
+                    help="--mode processes: worker processes (default: one per core, at most 8)")
+    hp.add_argument("--envs-per-worker", type=int, default=2,
+                    help="--mode processes: environments each worker steps with one batched forward pass")
+    hp.add_argument("--num-envs", type=int, default=4, help="--mode batch: environments in the vector")
+    hp.add_argument("--rollout-len", type=int, default=20, help="n: steps per update per env (t_max), BPTT length")
+    hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
+    hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
+    hp.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (the tutorial's), at the start")
+    hp.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
+                    help="linear: the learning rate falls to 0 at the end of the budget (--max-steps or "
+                         "--max-seconds, whichever comes first)")
+    hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
+    hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
+    hp.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update's gradient norm to this")
+    hp.add_argument("--reward-scale", type=float, default=0.1,
+                    help="training sees reward * this (raw scores are logged); scaling keeps fast "
+                         "driving worth more, which clipping to [-1, 1] would not")
+    hp.add_argument("--epsilon", type=float, default=0.0,
+                    help="probability of a uniform random action instead of sampling pi; makes the "
+                         "update off-policy (the loss treats those actions as pi's)")
+    hp.add_argument("--hidden", type=int, default=256, help="units of the GRU core")
+    hp.add_argument("--patience", type=int, default=50,
+                    help="training only: end an episode after this many agent steps in a row with negative reward")
+
+    budget = parser.add_argument_group("stopping and evaluation")
+    budget.add_argument("--max-steps", type=int, default=10_000_000, help="stop after this many agent steps")
+    budget.add_argument("--max-seconds", type=float, default=4 * 3600.0,
+                        help="stop after this much wall time, earlier runs joined by --resume included")
+    budget.add_argument("--eval-every", type=int, default=100_000, help="greedy evaluation every this many steps")
+    budget.add_argument("--eval-episodes", type=int, default=4,
+                        help="greedy episodes per evaluation, on the same validation tracks every time")
+    budget.add_argument("--solve-score", type=float, default=math.inf,
+                        help="stop once an evaluation's mean return reaches this (default: never)")
+    return parser
+
+
+# a typed flag that differs from a resumed run's would give a network or env that does not match its weights
+ARCHITECTURE = ("actions", "hidden", "action_repeat")
+NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        if not args.train:
+            parser.error("--resume goes with --train")
+        run = args.checkpoint or newest_run()  # never the shipped checkpoint, unless named
+        if run is None:
+            parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
+        try:
+            _, checkpoint = load(resume_point(run))
+        except CheckpointError as error:
+            parser.error(str(error))
+        # the saved arguments become the defaults, so only the flags typed now override them
+        saved = {k: v for k, v in checkpoint["args"].items() if k in vars(args) and k not in NOT_RESTORED}
+        parser.set_defaults(**saved)
+        args = parser.parse_args(argv)
+        for name in ARCHITECTURE:
+            if name in saved and getattr(args, name) != saved[name]:
+                parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} does not match the run's "
+                             f"{saved[name]}; a resumed run keeps its network and env")
+        args.checkpoint = run
+    if args.seed is None:
+        args.seed = 0 if args.train else TEST_SEED
+    if args.episodes is None:
+        args.episodes = 1 if args.play else 50
+    for name in ("action_repeat", "workers", "envs_per_worker", "num_envs", "rollout_len", "hidden", "episodes",
+                 "video_steps", "patience", "max_steps", "eval_every", "eval_episodes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.eval_episodes > 100_000 or args.seed < 0:
+        parser.error("--seed must be at least 0 and --eval-episodes at most 100000")
+    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
+        parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
+    if args.lr <= 0 or args.max_seconds <= 0 or args.reward_scale <= 0:
+        parser.error("--lr, --reward-scale and --max-seconds must be positive")
+    return args
+
+
+def resume_point(checkpoint: Path) -> Path:
+    """A run resumes from its model_last.pt (weights, optimizer, counters); a checkpoint without
+    one (an older run's) is its own resume point."""
+    last = paths_for(checkpoint)["last"]
+    return last if last.is_file() else checkpoint
+
+
+# --------------------------------------------------------------------------- train and main
+def train(args: argparse.Namespace) -> int:
     start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
     if args.resume:
-        path = args.checkpoint or newest_checkpoint()
-        last = paths_for(path)["last"]
-        checkpoint = load_checkpoint(last if last.is_file() else path)
-        saved = checkpoint["args"]
-        for key in saved.keys() - set(args.explicit) - {"train", "resume", "explicit", "checkpoint"}:
-            setattr(args, key, Path(saved[key]) if key == "video" else saved[key])
-        args.checkpoint = path
+        model, checkpoint = load(resume_point(args.checkpoint))
+        if "optimizer" not in checkpoint:  # a best model.pt holds weights only
+            raise CheckpointError(f"{resume_point(args.checkpoint)} has no optimizer state to resume from")
         start.update({k: checkpoint[k] for k in start})
-        print(f"resuming from {last if last.is_file() else path} at step {start['steps']}")
-    elif args.checkpoint is None:
-        args.checkpoint = RUNS / f"carracing_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
+        print(f"resuming from {resume_point(args.checkpoint)} at step {start['steps']}")
+    else:
+        model = build_model(args.actions, args.hidden)
+        if args.checkpoint is None:
+            args.checkpoint = RUNS / f"carracing_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
 
@@ -733,40 +971,63 @@ def train(args: argparse.Namespace) -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    model = model_from_checkpoint(checkpoint, path) if args.resume else build_model(args)
     optimizer = SharedAdam(model.parameters(), lr=args.lr)
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
     log = TrainingLog(args, paths, model, optimizer, start)
     launch = {"processes": train_processes, "batch": train_batch}
+    failure = None
+    stop_on_signal()
     try:
         launch[args.mode](args, model, optimizer, log)
     except KeyboardInterrupt:
         log.bar.write("interrupted: saving and stopping the workers")
+    except TrainingFailed as error:
+        failure = error
     finally:
         log.close()
         save_checkpoint(paths["last"], model, optimizer, log)
     if not paths["best"].exists():  # stopped before the first evaluation
-        save_checkpoint(paths["best"], model, optimizer, log)
+        save_checkpoint(paths["best"], model, None, log)
     plot_curve(paths["csv"], paths["png"])
+    if failure is not None:
+        print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
+              f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
+        return 1
     print(f"best greedy evaluation {log.best_eval:.0f} after {log.steps} agent steps, "
           f"{log.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
+    return 0
+
+
+def stop_on_signal() -> None:
+    """`kill` (SIGTERM) and a closed terminal (SIGHUP) stop training as Ctrl-C does: save, stop every worker."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # Windows has no SIGHUP
+            signal.signal(getattr(signal, name), interrupt)
+
+
+def ignore_parents_signals() -> None:
+    """In a worker: Ctrl-C and a closed terminal reach the whole process group, and are the
+    parent's to handle (it tells the workers to stop); SIGTERM from the parent ends a worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.train:
-            train(args)
-            return 0
-        path = args.checkpoint or newest_checkpoint()
-        checkpoint = load_checkpoint(path)
-        model = model_from_checkpoint(checkpoint, path)
+            return train(args)
+        path = args.checkpoint or newest_run() or PRETRAINED
+        model, checkpoint = load(path)
         print(f"loaded {path} (trained {checkpoint['steps']} steps)")
-        # the env as the checkpoint was trained in
-        args.actions = checkpoint["args"].get("actions", "gymnasium")
-        args.action_repeat = checkpoint["args"].get("action_repeat", 4)
+        for name in ("actions", "action_repeat"):  # the env as the checkpoint was trained in
+            setattr(args, name, checkpoint["args"].get(name, getattr(args, name)))
         if args.eval:
             returns = evaluate(model, args.episodes, args.seed, args, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")

@@ -2,7 +2,7 @@
 
     python a3c_kungfu.py --train                # train (hours; resumable with --resume)
     python a3c_kungfu.py --play                 # watch the agent (a GIF when headless)
-    python a3c_kungfu.py --eval --episodes 30 --seed 0
+    python a3c_kungfu.py --eval --episodes 30    # held-out games (seeds from 1,000,000)
     python a3c_kungfu.py --train --mode batch   # the other mode: processes, batch
 
 This script has the shape and names of a3c_cartpole.py; only the environment, the
@@ -31,9 +31,16 @@ Each worker steps a small batch of environments (--envs-per-worker) so that its 
 are batched: on 2 cores that, not more workers, is what makes A3C pay. Hogwild updates are not
 bit-reproducible, even with --seed.
 
+Seeds: training games start from seeds below 500,000 (derived from --seed, the worker and the
+step count, so a resumed run plays new games); the evaluations during training play seeds from
+500,000; --eval and --play default to seeds from 1,000,000, which no training run sees.
+
 Modes (--mode):
     processes  real A3C: worker processes update a model in shared memory (the default)
     batch      one learner steps one vector of environments in lock-step (synchronous A2C)
+
+The file reads top to bottom: the network, the loss, the worker and what it uses, the two
+modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import ale_py
@@ -69,107 +77,11 @@ STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 0.25, 4, 108_0
 ACTIONS = ["NOOP", "UP", "RIGHT", "LEFT", "DOWN", "DOWNRIGHT", "DOWNLEFT", "RIGHTFIRE", "LEFTFIRE",
            "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
 
-
-# --------------------------------------------------------------------------- hyperparameters
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="A3C on KungFuMaster from pixels: train, play, evaluate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    # one line instead of argparse's long usage block; --help has the details
-    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
-    what.add_argument("--play", action="store_true",
-                      help="show the agent in a window; writes a GIF when there is no display")
-    what.add_argument("--eval", action="store_true", help="evaluation games; print each score and mean/std")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="--train: where to save the best weights (metrics, curve and last "
-                             "checkpoint go beside it); --play/--eval/--resume: what to load. "
-                             "Default: a new runs/ folder for --train; the newest runs/kungfu_*/model.pt, "
-                             "else the shipped pretrained/kungfu.pt, for the others")
-    parser.add_argument("--resume", action="store_true",
-                        help="with --train: continue from --checkpoint (or the newest run) with its "
-                             "model, optimizer, step counter and arguments; flags you give win")
-    parser.add_argument("--mode", choices=["processes", "batch"], default="processes",
-                        help="how experience is gathered; see the module docstring")
-    parser.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and envs (seed + rank)")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="--eval: games (default 30); --play: games (default 1)")
-    parser.add_argument("--greedy", action="store_true",
-                        help="--eval/--play: always take the most likely action instead of sampling from the policy")
-    parser.add_argument("--video", type=Path, default=RUNS / "videos" / "kungfu.gif",
-                        help="--play without a display: where the GIF goes")
-    parser.add_argument("--video-steps", type=int, default=1500,
-                        help="--play without a display: record the first this many agent steps of each game")
-
-    hp = parser.add_argument_group("hyperparameters")
-    hp.add_argument("--workers", type=int, default=2, help="--mode processes: worker processes (one per core)")
-    hp.add_argument("--envs-per-worker", type=int, default=8,
-                    help="--mode processes: environments each worker steps with one batched forward pass")
-    hp.add_argument("--num-envs", type=int, default=16, help="--mode batch: environments in the vector")
-    hp.add_argument("--rollout-len", type=int, default=10, help="n: steps per update per env (t_max)")
-    hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
-    hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
-    hp.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
-    hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
-    hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
-    hp.add_argument("--max-grad-norm", type=float, default=0.5, help="clip each update's gradient norm to this")
-    hp.add_argument("--epsilon", type=float, default=0.0,
-                    help="epsilon-greedy on top of policy sampling: probability of a uniform random action")
-    hp.add_argument("--hidden", type=int, default=256, help="units of the fully connected layer")
-
-    budget = parser.add_argument_group("stopping and evaluation")
-    budget.add_argument("--max-steps", type=int, default=50_000_000,
-                        help="stop after this many agent steps (4 frames each)")
-    budget.add_argument("--max-seconds", type=float, default=7200.0, help="stop after this much wall time")
-    budget.add_argument("--eval-every", type=int, default=1_000_000, help="evaluation every this many steps")
-    budget.add_argument("--eval-episodes", type=int, default=4, help="games per evaluation")
-    budget.add_argument("--solve-score", type=float, default=math.inf,
-                        help="stop once an evaluation's mean score reaches this (default: never)")
-    args = parser.parse_args(argv)
-    if args.episodes is None:
-        args.episodes = 1 if args.play else 30
-
-    for name in ("workers", "envs_per_worker", "num_envs", "rollout_len", "hidden", "episodes",
-                 "video_steps", "max_steps", "eval_every", "eval_episodes"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
-        parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
-    if args.lr <= 0 or args.max_seconds <= 0:
-        parser.error("--lr and --max-seconds must be positive")
-    if args.resume and not args.train:
-        parser.error("--resume goes with --train")
-    # the flags typed on the command line; --resume lets these override the saved arguments
-    explicit = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            explicit._add_action(action)
-    args.explicit = sorted(vars(explicit.parse_known_args(argv)[0]))
-    return args
+TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
+LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
 
 
-# --------------------------------------------------------------------------- environment and network
-def make_env(render_mode: str | None = None) -> gym.Env:
-    """One env for --play, preprocessed by Gymnasium's wrappers exactly as make_vector_env does it
-    in C++: max of the last two frames, 42x42 grayscale, 4 frames stacked (zeros before the first)."""
-    env = gym.make(ENV_ID, frameskip=1, repeat_action_probability=STICKY_ACTIONS,
-                   full_action_space=False, max_num_frames_per_episode=MAX_FRAMES, render_mode=render_mode)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=FRAME_SIZE,
-                                          grayscale_obs=True)
-    return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
-
-
-def make_vector_env(num_envs: int, num_threads: int = 1) -> AtariVectorEnv:
-    """num_envs games stepped by ale-py in C++ threads; observations [num_envs, 4, 42, 42] uint8."""
-    return AtariVectorEnv(ROM, num_envs=num_envs, num_threads=num_threads,
-                          repeat_action_probability=STICKY_ACTIONS, frameskip=FRAME_SKIP,
-                          max_num_frames_per_episode=MAX_FRAMES, full_action_space=False,
-                          img_height=FRAME_SIZE, img_width=FRAME_SIZE, grayscale=True, stack_num=FRAME_STACK,
-                          noop_max=0, use_fire_reset=False, reward_clipping=False,  # raw scores; we clip
-                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
+# --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
     """The tutorial's network with a thinner first layer: three 3x3 stride-2 convolutions
     (42 -> 20 -> 9 -> 4 pixels) of 16, 32 and 32 channels, one fully connected layer, then the
@@ -199,22 +111,152 @@ class ActorCritic(nn.Module):
         return self.forward(obs)[1]
 
 
-def build_model(args: argparse.Namespace) -> ActorCritic:
-    return ActorCritic(FRAME_STACK, len(ACTIONS), args.hidden)
+def build_model(hidden: int) -> ActorCritic:
+    return ActorCritic(FRAME_STACK, len(ACTIONS), hidden)
+
+# --------------------------------------------------------------------------- the loss (steps 3 and 4)
+def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated,
+             args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
+    """The A3C loss of one rollout (arrays [T, N] per step; obs [T, N, 4, 42, 42]), and its
+    terms (policy loss, value loss, entropy) for the log."""
+    T, N = rewards.shape
+    logits, values = model(torch.as_tensor(obs).flatten(0, 1))
+    logits, values = logits.view(T, N, -1), values.view(T, N)
+    # V(s_{t+1}) is the next row's V(s_t), except after the last step and where a game was cut
+    # by the time limit (its final frame is not in obs): only those need a forward pass of their own.
+    next_values = np.empty((T, N), np.float32)
+    next_values[:-1] = values[1:].detach().numpy()
+    own = np.zeros((T, N), dtype=bool)
+    own[-1] = True
+    own |= truncated > 0
+    with torch.no_grad():  # bootstrap targets are constants, no gradient through them
+        next_values[own] = model.critic(torch.as_tensor(next_obs[own])).numpy()
+    # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
+    # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
+    advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
+                                         terminated, truncated, args.gamma, args.gae_lambda)
+    advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
+    # 4. the loss
+    log_probs = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(actions).unsqueeze(-1)).squeeze(-1)
+    policy_loss = -(log_probs * advantages).mean()
+    value_loss = (returns - values).pow(2).mean()
+    entropy = entropy_from_logits(logits).mean()
+    loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
+    return loss, [policy_loss.item(), value_loss.item(), entropy.item()]
+
+
+# --------------------------------------------------------------------------- the worker
+def worker(rank: int, seed: int, args: argparse.Namespace, shared_model: ActorCritic, optimizer: SharedAdam,
+           global_steps, stop, episode_returns, loss_sums, errors, parent_pid: int) -> None:
+    """One A3C worker process, stepping its own small vector of games (the docstring's steps 1-5)."""
+    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
+    ignore_parents_signals()
+    try:
+        torch.manual_seed(seed)
+        envs = make_vector_env(args.envs_per_worker)
+        rollouts = Rollouts(envs, seed=seed)
+        local_model = build_model(args.hidden)
+        # stop when told, or when the parent is gone (killed without a chance to tell us)
+        while not stop.is_set() and os.getppid() == parent_pid:
+            local_model.load_state_dict(shared_model.state_dict())  # 1. theta' <- theta
+            rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
+            for score in finished:
+                episode_returns.put(score)
+            loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
+            local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
+            if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
+                raise FloatingPointError(f"the loss or its gradient is not finite (loss {loss.item()})")
+            # 5. no lock: each process has its own .grad; the weights and Adam state are shared (Hogwild)
+            hand_over_gradients(local_model, shared_model)
+            optimizer.step()  # updates the shared weights and the shared Adam moments
+            add_to(loss_sums, [*terms, grad_norm])
+            with global_steps.get_lock():
+                global_steps.value += args.rollout_len * args.envs_per_worker
+        envs.close()
+    except Exception:  # the parent prints it, saves and stops the run
+        errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- what the worker uses
+class Rollouts:
+    """Steps a vector of games with a model; keeps each game's raw score and lives across rollouts."""
+
+    def __init__(self, envs: AtariVectorEnv, seed: int):
+        self.envs, self.rng = envs, np.random.default_rng(seed)
+        self.obs, info = envs.reset(seed=seed)  # game i starts from seed + i, later games from its own RNG
+        self.lives = info["lives"]
+        self.scores = np.zeros(envs.num_envs)
+
+    def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
+        """n steps of every game: the rollout arrays [T, N] and the raw scores of finished games."""
+        rollout = {k: [] for k in ROLLOUT_DTYPES}
+        finished = []
+        for _ in range(args.rollout_len):
+            with torch.no_grad():
+                actions = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)
+            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            done = terminated | truncated
+            real_next_obs = np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs)
+            # A lost life ends the value's horizon (the game goes on): the critic need not
+            # predict across deaths, which speeds up learning in most Atari games.
+            life_lost = (info["lives"] < self.lives) & ~done
+            self.lives = info["lives"]
+            # training sees sign(r): one scale for every game and every stage of this one
+            for key, value in zip(ROLLOUT_DTYPES, (self.obs, actions, np.sign(rewards), real_next_obs,
+                                                   terminated | life_lost, truncated)):
+                rollout[key].append(value)
+            self.scores += rewards
+            finished += self.scores[done].tolist()
+            self.scores[done] = 0.0
+            self.obs = next_obs
+        return {k: np.asarray(v, dtype=ROLLOUT_DTYPES[k]) for k, v in rollout.items()}, finished
+
+
+
+ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,
+                  "terminated": np.float32, "truncated": np.float32}
+
+
+def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Sample a ~ pi(.|s); with probability epsilon take a uniform random action instead.
+
+    epsilon > 0 makes the update off-policy: the loss still treats each action as drawn from pi,
+    which biases the gradient a little. It is 0 by default; the entropy bonus explores instead."""
+    actions = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1).view(-1).numpy()
+    if epsilon > 0:
+        explore = rng.random(actions.shape) < epsilon
+        actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
+    return actions
+
+
+def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
+    """Point the shared parameters' .grad at this update's local gradients.
+
+    Done on every update: local_model.zero_grad() sets the local grads to None before each
+    backward, so backward makes fresh tensors, and the shared model must see each new one
+    (copying only `if shared.grad is None` would freeze the shared gradient at the first update).
+    In worker processes .grad is a per-process attribute; only the weights live in shared memory."""
+    for local, shared in zip(local_model.parameters(), shared_model.parameters()):
+        shared.grad = local.grad
 
 
 class SharedAdam:
     """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory.
 
-    Shared between all workers: the step count t and the moments m and v (below), like the
-    weights themselves. An optimizer created lazily inside each worker would silently give every
-    worker its own moments. Written out rather than subclassing torch.optim.Adam: the maths fits
-    in a few lines, and torch.optim's first use costs a second of start-up (it imports torch._dynamo).
+    Shared between all workers: the step count t, the moments m and v, and the learning rate
+    (the parent lowers it as the budget is used), like the weights themselves. An optimizer
+    created inside each worker would silently give every worker its own moments. Written out
+    rather than subclassing torch.optim.Adam: the maths fits in a few lines, and torch.optim's
+    first use costs a second of start-up (it imports torch._dynamo).
     """
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
-        self.lr, self.betas, self.eps = lr, betas, eps
+        self.betas, self.eps = betas, eps
+        self.lr = torch.tensor(lr, dtype=torch.float64).share_memory_()
         self.t = torch.zeros((), dtype=torch.int64).share_memory_()
         self.m = [torch.zeros_like(p).share_memory_() for p in self.params]  # first moments
         self.v = [torch.zeros_like(p).share_memory_() for p in self.params]  # second moments
@@ -224,7 +266,7 @@ class SharedAdam:
         beta1, beta2 = self.betas
         self.t += 1
         t = int(self.t)
-        step_size = self.lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
+        step_size = float(self.lr) * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
         for p, m, v in zip(self.params, self.m, self.v):
             m.mul_(beta1).add_(p.grad, alpha=1 - beta1)               # m <- b1 m + (1 - b1) g
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
@@ -243,192 +285,25 @@ class SharedAdam:
             mine.copy_(saved)
 
 
-def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Sample a ~ pi(.|s); with probability epsilon take a uniform random action instead."""
-    actions = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1).view(-1).numpy()
-    if epsilon > 0:
-        explore = rng.random(actions.shape) < epsilon
-        actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
-    return actions
-
-
-def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated,
-             args: argparse.Namespace) -> torch.Tensor:
-    """The A3C loss of one rollout (arrays [T, N] per step; obs [T, N, 4, 42, 42])."""
-    T, N = rewards.shape
-    logits, values = model(torch.as_tensor(obs).flatten(0, 1))
-    logits, values = logits.view(T, N, -1), values.view(T, N)
-    # V(s_{t+1}) is the next row's V(s_t), except after the last step and where a game was cut
-    # by the time limit (its final frame is not in obs): only those need a forward pass of their own.
-    next_values = np.empty((T, N), np.float32)
-    next_values[:-1] = values[1:].detach().numpy()
-    own = np.zeros((T, N), dtype=bool)
-    own[-1] = True
-    own |= truncated > 0
-    with torch.no_grad():  # bootstrap targets are constants, no gradient through them
-        next_values[own] = model.critic(torch.as_tensor(next_obs[own])).numpy()
-    # A_t and R_t from values without gradient: the advantage weighs the policy gradient,
-    # it must not itself be pushed around by it (that is what "A_t held constant" means)
-    advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
-                                         terminated, truncated, args.gamma, args.gae_lambda)
-    advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
-    log_probs = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(actions).unsqueeze(-1)).squeeze(-1)
-    policy_loss = -(log_probs * advantages).mean()
-    value_loss = (returns - values).pow(2).mean()
-    entropy = entropy_from_logits(logits).mean()
-    return policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
-
-
-def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
-    """Point the shared parameters' .grad at this update's local gradients.
-
-    Done on every update: local_model.zero_grad() sets the local grads to None before each
-    backward, so backward makes fresh tensors, and the shared model must see each new one.
-    (Copying only `if shared.grad is None`, as much A3C code does, would freeze the shared
-    gradient at the first update.) In worker processes .grad is a per-process attribute of the
-    shared parameters; only their data lives in shared memory."""
-    for local, shared in zip(local_model.parameters(), shared_model.parameters()):
-        shared.grad = local.grad
-
-
-class Rollouts:
-    """Steps a vector of games with a model; keeps each game's raw score and lives across rollouts."""
-
-    def __init__(self, envs: AtariVectorEnv, seed: int):
-        self.envs, self.rng = envs, np.random.default_rng(seed)
-        self.obs, info = envs.reset(seed=seed)
-        self.lives = info["lives"]
-        self.scores = np.zeros(envs.num_envs)
-
-    def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
-        """n steps of every game: the rollout arrays [T, N] and the raw scores of finished games."""
-        rollout = {k: [] for k in ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")}
-        finished = []
-        for _ in range(args.rollout_len):
-            with torch.no_grad():
-                actions = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)
-            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
-            done = terminated | truncated
-            real_next_obs = np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs)
-            # A lost life ends the value's horizon (the game goes on): the critic need not
-            # predict across deaths, which speeds up learning in most Atari games.
-            life_lost = (info["lives"] < self.lives) & ~done
-            self.lives = info["lives"]
-            # training sees sign(r): one scale for every game and every stage of this one
-            for key, value in zip(rollout, (self.obs, actions, np.sign(rewards), real_next_obs,
-                                            terminated | life_lost, truncated)):
-                rollout[key].append(value)
-            self.scores += rewards
-            finished += self.scores[done].tolist()
-            self.scores[done] = 0.0
-            self.obs = next_obs
-        types = {"obs": np.uint8, "next_obs": np.uint8, "actions": np.int64}
-        return {k: np.asarray(v, dtype=types.get(k, np.float32)) for k, v in rollout.items()}, finished
-
-
-# --------------------------------------------------------------------------- the worker
-def worker(rank: int, args: argparse.Namespace, shared_model: ActorCritic, optimizer: SharedAdam,
-           global_steps, stop, episode_returns) -> None:
-    """One A3C worker process, stepping its own small vector of games."""
-    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    torch.manual_seed(args.seed + rank)
-    envs = make_vector_env(args.envs_per_worker)
-    rollouts = Rollouts(envs, seed=args.seed + 1000 * rank)
-    local_model = build_model(args)
-
-    while not stop.is_set():
-        local_model.load_state_dict(shared_model.state_dict())  # theta' <- theta
-        rollout, finished = rollouts.collect(local_model, args)
-        for score in finished:
-            episode_returns.put(score)
-
-        loss = a3c_loss(local_model, **rollout, args=args)
-        local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
-        loss.backward()
-        nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm)
-        # no lock: each process has its own .grad; the weights and Adam state are shared (Hogwild)
-        hand_over_gradients(local_model, shared_model)
-        optimizer.step()  # updates the shared weights and the shared Adam moments
-        with global_steps.get_lock():
-            global_steps.value += args.rollout_len * args.envs_per_worker
-    envs.close()
-
-
-# --------------------------------------------------------------------------- training log
-class TrainingLog:
-    """Progress bar, metrics CSV, periodic evaluation, best checkpoint, stopping rule."""
-
-    def __init__(self, args, paths, model, optimizer, start):
-        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
-        self.steps, self.episodes = start["steps"], start["episodes"]
-        self.best_eval, self.evals_done = start["best_eval"], start["evals_done"]
-        self.seconds_before = start["seconds"]  # wall time of earlier runs joined by --resume
-        self.started = time.time()
-        self.next_eval = self.steps + args.eval_every
-        self.recent = []
-        self.solved = False
-        new_file = not paths["csv"].exists()
-        self.csv_file = open(paths["csv"], "a", newline="")
-        self.csv = csv.writer(self.csv_file)
-        if new_file:
-            self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std"])
-        self.bar = tqdm(total=args.max_steps, initial=self.steps, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, smoothing=0.05)
-
-    @property
-    def seconds(self) -> float:
-        return self.seconds_before + time.time() - self.started
-
-    def episode(self, episode_return: float) -> None:
-        self.episodes += 1
-        self.recent = (self.recent + [episode_return])[-20:]
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", episode_return, "", ""])
-        self.csv_file.flush()
-
-    def update(self, steps: int) -> bool:
-        """Record progress to `steps`; evaluate when due. True when training should stop."""
-        self.bar.update(steps - self.steps)
-        self.steps = steps
-        if self.steps >= self.next_eval:
-            self.next_eval += self.args.eval_every
-            self.evaluate()
-        self.bar.set_postfix(score=f"{np.mean(self.recent) if self.recent else 0:.0f}",
-                             eval=f"{self.best_eval:.0f}", refresh=False)
-        out_of_budget = self.steps >= self.args.max_steps or time.time() - self.started >= self.args.max_seconds
-        return self.solved or out_of_budget
-
-    def evaluate(self) -> None:
-        # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
-        snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
-        eval_model = build_model(self.args)
-        eval_model.load_state_dict(snapshot)
-        seed = 1_000 + 1_000 * self.args.seed + self.args.eval_episodes * self.evals_done  # fresh each time
-        returns = evaluate(eval_model, self.args.eval_episodes, seed)
-        self.evals_done += 1
-        mean = float(np.mean(returns))
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
-        self.bar.write(f"step {self.steps}: evaluation {mean:.0f} +- {np.std(returns):.0f}")
-        if mean >= self.best_eval:
-            self.best_eval = mean
-            save_checkpoint(self.paths["best"], eval_model, self.optimizer, self)
-        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a recent resume point
-        self.solved = mean >= self.args.solve_score
-
-    def close(self) -> None:
-        self.bar.close()
-        self.csv_file.close()
+def add_to(loss_sums, values: list[float]) -> None:
+    """Add one update's loss terms to the running sums the log averages (the last slot counts updates)."""
+    with loss_sums.get_lock():
+        for i, value in enumerate(values):
+            loss_sums[i] += value
+        loss_sums[len(values)] += 1
 
 
 # --------------------------------------------------------------------------- the two modes
 def train_processes(args, model, optimizer, log) -> None:
     """A3C proper: worker processes run asynchronously against the shared model."""
-    # fork starts workers without importing torch again; spawn where fork does not exist
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    global_steps, stop, episode_returns = ctx.Value("q", log.steps), ctx.Event(), ctx.SimpleQueue()
+    # fork starts workers without importing torch again; macOS and Windows use their default, spawn
+    ctx = mp.get_context("fork" if sys.platform == "linux" else None)
+    global_steps, stop = ctx.Value("q", log.steps), ctx.Event()
+    episode_returns, errors = ctx.SimpleQueue(), ctx.SimpleQueue()
     model.share_memory()  # the weights every worker reads and writes
     workers = [ctx.Process(target=worker, daemon=True,
-                           args=(rank, args, model, optimizer, global_steps, stop, episode_returns))
+                           args=(rank, training_seed(args.seed, rank, log.steps), args, model, optimizer,
+                                 global_steps, stop, episode_returns, log.loss_sums, errors, os.getpid()))
                for rank in range(args.workers)]
     for w in workers:
         w.start()
@@ -436,11 +311,15 @@ def train_processes(args, model, optimizer, log) -> None:
         while True:
             while not episode_returns.empty():
                 log.episode(episode_returns.get())
-            if log.update(global_steps.value):
+            dead = [w for w in workers if not w.is_alive()]
+            if dead:  # a worker must not die silently and leave the others training without it
+                raise TrainingFailed(errors.get() if not errors.empty() else
+                                     f"a worker died with exit code {dead[0].exitcode} (killed for memory?)")
+            if log.progress(global_steps.value):
                 break
             time.sleep(0.1)
     finally:
-        stop.set()  # also on Ctrl-C: every worker sees it and leaves its loop
+        stop.set()  # also on Ctrl-C, SIGTERM, SIGHUP, a failure: every worker sees it and leaves its loop
         for w in workers:
             w.join(timeout=10)
             if w.is_alive():
@@ -451,23 +330,64 @@ def train_batch(args, model, optimizer, log) -> None:
     """Synchronous A2C: one learner, one forward pass for the whole vector of games."""
     torch.set_num_threads(1)  # the other core steps the games (ale-py's C++ threads)
     envs = make_vector_env(args.num_envs, num_threads=2)
-    rollouts = Rollouts(envs, seed=args.seed)
+    rollouts = Rollouts(envs, seed=training_seed(args.seed, 0, log.steps))
     steps = log.steps
     try:
         while True:
             rollout, finished = rollouts.collect(model, args)
             for score in finished:
                 log.episode(score)
-            loss = a3c_loss(model, **rollout, args=args)
+            loss, terms = a3c_loss(model, **rollout, args=args)
             optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
+            if not math.isfinite(grad_norm):
+                raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
             optimizer.step()
+            add_to(log.loss_sums, [*terms, grad_norm])
             steps += args.rollout_len * args.num_envs
-            if log.update(steps):
+            if log.progress(steps):
                 break
     finally:
         envs.close()
+
+
+def training_seed(seed: int, rank: int, steps: int) -> int:
+    """The first seed of a worker's games: below TRAIN_SEEDS, and new after every --resume."""
+    return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
+
+
+def validation_seed(evals_done: int, episodes: int) -> int:
+    """The first seed of an evaluation during training: fresh seeds each time, all of them
+    between VALIDATION_SEED and TEST_SEED (--eval-episodes is at most 100,000)."""
+    return VALIDATION_SEED + (episodes * evals_done) % (TEST_SEED - VALIDATION_SEED - 100_000)
+
+
+# --------------------------------------------------------------------------- the environment
+def make_env(render_mode: str | None = None) -> gym.Env:
+    """One env for --play, preprocessed by Gymnasium's wrappers exactly as make_vector_env does it
+    in C++: max of the last two frames, 42x42 grayscale, 4 frames stacked (zeros before the first)."""
+    env = gym.make(ENV_ID, frameskip=1, repeat_action_probability=STICKY_ACTIONS,
+                   full_action_space=False, max_num_frames_per_episode=MAX_FRAMES, render_mode=render_mode)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=FRAME_SIZE,
+                                          grayscale_obs=True)
+    return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
+
+
+def make_vector_env(num_envs: int, num_threads: int = 1) -> AtariVectorEnv:
+    """num_envs games stepped by ale-py in C++ threads; observations [num_envs, 4, 42, 42] uint8."""
+    return AtariVectorEnv(ROM, num_envs=num_envs, num_threads=num_threads,
+                          repeat_action_probability=STICKY_ACTIONS, frameskip=FRAME_SKIP,
+                          max_num_frames_per_episode=MAX_FRAMES, full_action_space=False,
+                          img_height=FRAME_SIZE, img_width=FRAME_SIZE, grayscale=True, stack_num=FRAME_STACK,
+                          noop_max=0, use_fire_reset=False, reward_clipping=False,  # raw scores; we clip
+                          autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+# ===========================================================================================
+# Everything below is plumbing: evaluation and play, the training log, checkpoints, the plot,
+# the command line. The reinforcement learning is all above.
+# ===========================================================================================
 
 
 # --------------------------------------------------------------------------- evaluation and play
@@ -532,27 +452,129 @@ def play(model: ActorCritic, episodes: int, seed: int, video: Path, video_steps:
         print(f"no display found: wrote {video}")
 
 
+# --------------------------------------------------------------------------- training log
+class TrainingFailed(Exception):
+    """A worker died or the loss stopped being a number: the run saves and stops."""
+
+
+class TrainingLog:
+    """Progress bar, metrics CSV, the loss terms, periodic evaluation, best checkpoint,
+    learning-rate schedule and stopping rule."""
+
+    def __init__(self, args, paths, model, optimizer, start):
+        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
+        self.steps, self.episodes = start["steps"], start["episodes"]
+        self.best_eval, self.evals_done = start["best_eval"], start["evals_done"]
+        self.seconds_before = start["seconds"]  # wall time of earlier runs joined by --resume
+        self.started = time.time()
+        self.next_eval = self.steps + args.eval_every
+        self.log_every = max(1, args.eval_every // 10)
+        self.next_row, self.row_started = self.steps + self.log_every, time.time()
+        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the workers add to it (add_to)
+        self.recent, self.entropy = [], math.nan
+        self.solved = False
+        new_file = not paths["csv"].exists()
+        self.csv_file = open(paths["csv"], "a", newline="")
+        self.csv = csv.writer(self.csv_file)
+        if new_file:
+            self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
+                               *LOSS_TERMS, "updates_per_s"])
+        self.bar = tqdm(total=args.max_steps, initial=self.steps, unit="step", dynamic_ncols=True,
+                        mininterval=1.0, smoothing=0.05)
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + time.time() - self.started
+
+    def episode(self, episode_return: float) -> None:
+        self.episodes += 1
+        self.recent = (self.recent + [episode_return])[-20:]
+        self.csv.writerow([self.steps, f"{self.seconds:.2f}", episode_return])
+        self.csv_file.flush()
+
+    def progress(self, steps: int) -> bool:
+        """Training has reached `steps`: move the bar, log the losses, lower the learning rate,
+        validate and keep the best checkpoint when due. True when training should stop."""
+        self.bar.update(steps - self.steps)
+        self.steps = steps
+        if self.steps >= self.next_row:
+            self.next_row += self.log_every
+            self.write_losses()
+        budget_used = min(1.0, max(self.steps / self.args.max_steps, self.seconds / self.args.max_seconds))
+        if self.args.lr_schedule == "linear":  # falls to 0 at the end of the budget, as in the A3C paper
+            self.optimizer.lr.fill_(self.args.lr * (1.0 - budget_used))
+        if self.steps >= self.next_eval:
+            self.next_eval += self.args.eval_every
+            self.validate()
+        self.bar.set_postfix(score=f"{np.mean(self.recent) if self.recent else 0:.0f}",
+                             eval=f"{self.best_eval:.0f}", ent=f"{self.entropy:.2f}", refresh=False)
+        return self.solved or budget_used >= 1.0
+
+    def write_losses(self) -> None:
+        """One CSV row with the loss terms averaged over the updates since the last row."""
+        with self.loss_sums.get_lock():
+            sums = list(self.loss_sums)
+            for i in range(len(sums)):
+                self.loss_sums[i] = 0.0
+        updates, now = sums[-1], time.time()
+        if updates:
+            means = [s / updates for s in sums[:-1]]
+            self.entropy = means[LOSS_TERMS.index("entropy")]
+            self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
+                               f"{updates / (now - self.row_started):.2f}"])
+        self.row_started = now
+
+    def validate(self) -> None:
+        """Games on fresh validation seeds, sampling from the policy (see evaluate); keep the best weights."""
+        # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
+        eval_model = build_model(self.args.hidden)
+        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
+        seed = validation_seed(self.evals_done, self.args.eval_episodes)
+        returns = evaluate(eval_model, self.args.eval_episodes, seed)
+        self.evals_done += 1
+        mean = float(np.mean(returns))
+        self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
+        self.bar.write(f"step {self.steps}: evaluation {mean:.0f} +- {np.std(returns):.0f}")
+        if mean >= self.best_eval:
+            self.best_eval = mean
+            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
+        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a recent resume point
+        self.solved = mean >= self.args.solve_score
+
+    def close(self) -> None:
+        self.bar.close()
+        self.csv_file.close()
+
+
 # --------------------------------------------------------------------------- checkpoints
 class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or made for something else."""
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer, log: TrainingLog) -> None:
-    """Everything --resume needs. Written to a temp file and renamed, so an interrupted save
-    never destroys the previous checkpoint."""
+def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, log: TrainingLog) -> None:
+    """The weights, the arguments and the counters; with an optimizer, everything --resume needs.
+    Written to a temp file, flushed to disk and renamed, so an interrupted save never destroys
+    the previous checkpoint."""
     checkpoint = {
-        "env_id": ENV_ID, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "env_id": ENV_ID, "model": model.state_dict(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(log.args).items()},
         "steps": log.steps, "episodes": log.episodes, "seconds": log.seconds,
         "best_eval": log.best_eval, "evals_done": log.evals_done,
     }
+    if optimizer is not None:
+        checkpoint["optimizer"] = optimizer.state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename, or a crash could leave an empty file
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load(path: Path) -> tuple[ActorCritic, dict]:
+    """The model saved at `path` and the whole checkpoint (its args, counters and perhaps the
+    optimizer state); a CheckpointError with a one-line reason if that is not possible."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -563,42 +585,44 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if checkpoint.get("env_id") != ENV_ID:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {ENV_ID}")
-    return checkpoint
-
-
-def model_from_checkpoint(checkpoint: dict, path: Path) -> ActorCritic:
-    model = build_model(argparse.Namespace(hidden=checkpoint["args"].get("hidden", 256)))
+    model = build_model(checkpoint["args"].get("hidden", 256))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
         raise CheckpointError(f"{path} holds a different network architecture") from None
-    return model
+    return model, checkpoint
 
 
-def newest_checkpoint() -> Path:
-    """The newest trained checkpoint under runs/, else the shipped pretrained one."""
+def newest_run() -> Path | None:
+    """The best checkpoint of the newest run under runs/, if there is one."""
     trained = sorted(RUNS.glob("kungfu_*/model.pt"), key=lambda p: p.stat().st_mtime)
-    return trained[-1] if trained else PRETRAINED
+    return trained[-1] if trained else None
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt, model_last.pt, model.csv, model.png."""
+    """A run's files sit beside its best checkpoint: model.pt (weights only), model_last.pt (to
+    --resume from), model.csv, model.png."""
     stem = checkpoint.with_suffix("")
     return {"best": checkpoint, "last": Path(f"{stem}_last.pt"),
             "csv": Path(f"{stem}.csv"), "png": Path(f"{stem}.png")}
 
 
+# --------------------------------------------------------------------------- the plot
 def plot_curve(csv_path: Path, png_path: Path) -> None:
+    """Scores against frames and wall time (top); the loss terms and updates/s (bottom)."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    train = [(int(r["step"]), float(r["wall_seconds"]), float(r["train_return"])) for r in rows if r["train_return"]]
-    evals = [(int(r["step"]), float(r["wall_seconds"]), float(r["eval_mean"])) for r in rows if r["eval_mean"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    x_axes = ((axes[0], 0, "frames (millions)", 4e-6), (axes[1], 1, "wall time (hours)", 1 / 3600))
+
+    def series(name):
+        return [(int(r["step"]), float(r["wall_seconds"]), float(r[name])) for r in rows if r.get(name)]
+
+    train, evals = series("train_return"), series("eval_mean")
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    x_axes = ((axes[0, 0], 0, "frames (millions)", 4e-6), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
     for ax, column, label, scale in x_axes:
         if train:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
@@ -606,30 +630,167 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
         if evals:
             ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="evaluation mean")
         ax.set_xlabel(label)
+        ax.set_ylabel("raw game score")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("raw game score")
-    axes[0].legend(loc="upper left", fontsize=8)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    panels = [(axes[0, 2], "updates_per_s", "updates / s"), (axes[1, 0], "policy_loss", "policy loss"),
+              (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
+    for ax, name, label in panels:
+        points = series(name)
+        ax.plot([p[0] * 4e-6 for p in points], [p[2] for p in points], "-", lw=1)
+        ax.set_xlabel("frames (millions)")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    if series("value_loss"):
+        axes[1, 1].set_yscale("log")
+    grad = series("grad_norm")
+    twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
+    twin.plot([p[0] * 4e-6 for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
+    twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
     fig.suptitle(f"A3C on {ENV_ID}")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
 
-# --------------------------------------------------------------------------- main
-def train(args: argparse.Namespace) -> None:
+# --------------------------------------------------------------------------- the command line
+def default_workers() -> int:
+    """One worker per core this process may use, at most 8: each worker keeps one core busy,
+    more workers than cores only adds switching, and beyond 8 this script was never measured."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="A3C on KungFuMaster from pixels: train, play, evaluate.",
+        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
+    what.add_argument("--play", action="store_true",
+                      help="show the agent in a window; writes a GIF when there is no display")
+    what.add_argument("--eval", action="store_true", help="evaluation games; print each score and mean/std")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="--train: where to save the best weights (metrics, curve and last "
+                             "checkpoint go beside it); --play/--eval/--resume: what to load. "
+                             "Default: a new runs/ folder for --train; the newest runs/kungfu_*/model.pt "
+                             "for --resume; that, else the shipped pretrained/kungfu.pt, for the others")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --train: continue a run from its model_last.pt: model, optimizer, "
+                             "counters and hyperparameters; flags you type win, except ones that "
+                             "change the network")
+    parser.add_argument("--mode", choices=["processes", "batch"], default="processes",
+                        help="how experience is gathered; see the module docstring")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="--train: seeds python, numpy, torch and the training games (default 0); "
+                             "--eval/--play: the first game's seed (default 1000000, never trained on)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="--eval: games (default 30); --play: games (default 1)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="--eval/--play: always take the most likely action instead of sampling from the policy")
+    parser.add_argument("--video", type=Path, default=RUNS / "videos" / "kungfu.gif",
+                        help="--play without a display: where the GIF goes")
+    parser.add_argument("--video-steps", type=int, default=1500,
+                        help="--play without a display: record the first this many agent steps of each game")
+
+    hp = parser.add_argument_group("hyperparameters")
+    hp.add_argument("--workers", type=int, default=default_workers(),
+                    help="--mode processes: worker processes (default: one per core, at most 8)")
+    hp.add_argument("--envs-per-worker", type=int, default=8,
+                    help="--mode processes: environments each worker steps with one batched forward pass")
+    hp.add_argument("--num-envs", type=int, default=16, help="--mode batch: environments in the vector")
+    hp.add_argument("--rollout-len", type=int, default=10, help="n: steps per update per env (t_max)")
+    hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
+    hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
+    hp.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
+    hp.add_argument("--lr-schedule", choices=["linear", "constant"], default="constant",
+                    help="linear: the learning rate falls to 0 at the end of the budget (--max-steps or "
+                         "--max-seconds, whichever comes first)")
+    hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
+    hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
+    hp.add_argument("--max-grad-norm", type=float, default=0.5, help="clip each update's gradient norm to this")
+    hp.add_argument("--epsilon", type=float, default=0.0,
+                    help="probability of a uniform random action instead of sampling pi; makes the "
+                         "update off-policy (the loss treats those actions as pi's)")
+    hp.add_argument("--hidden", type=int, default=256, help="units of the fully connected layer")
+
+    budget = parser.add_argument_group("stopping and evaluation")
+    budget.add_argument("--max-steps", type=int, default=50_000_000,
+                        help="stop after this many agent steps (4 frames each)")
+    budget.add_argument("--max-seconds", type=float, default=7200.0,
+                        help="stop after this much wall time, earlier runs joined by --resume included")
+    budget.add_argument("--eval-every", type=int, default=1_000_000, help="evaluation every this many steps")
+    budget.add_argument("--eval-episodes", type=int, default=4, help="games per evaluation")
+    budget.add_argument("--solve-score", type=float, default=math.inf,
+                        help="stop once an evaluation's mean score reaches this (default: never)")
+    return parser
+
+
+# a typed flag that differs from a resumed run's would give a network that does not match its weights
+ARCHITECTURE = ("hidden",)
+NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        if not args.train:
+            parser.error("--resume goes with --train")
+        run = args.checkpoint or newest_run()  # never the shipped checkpoint, unless named
+        if run is None:
+            parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
+        try:
+            _, checkpoint = load(resume_point(run))
+        except CheckpointError as error:
+            parser.error(str(error))
+        # the saved arguments become the defaults, so only the flags typed now override them
+        saved = {k: v for k, v in checkpoint["args"].items() if k in vars(args) and k not in NOT_RESTORED}
+        parser.set_defaults(**saved)
+        args = parser.parse_args(argv)
+        for name in ARCHITECTURE:
+            if name in saved and getattr(args, name) != saved[name]:
+                parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} does not match the run's "
+                             f"{saved[name]}; a resumed run keeps its network")
+        args.checkpoint = run
+    if args.seed is None:
+        args.seed = 0 if args.train else TEST_SEED
+    if args.episodes is None:
+        args.episodes = 1 if args.play else 30
+    for name in ("workers", "envs_per_worker", "num_envs", "rollout_len", "hidden", "episodes",
+                 "video_steps", "max_steps", "eval_every", "eval_episodes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.eval_episodes > 100_000 or args.seed < 0:
+        parser.error("--seed must be at least 0 and --eval-episodes at most 100000")
+    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
+        parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
+    if args.lr <= 0 or args.max_seconds <= 0:
+        parser.error("--lr and --max-seconds must be positive")
+    return args
+
+
+def resume_point(checkpoint: Path) -> Path:
+    """A run resumes from its model_last.pt (weights, optimizer, counters); a checkpoint without
+    one (an older run's) is its own resume point."""
+    last = paths_for(checkpoint)["last"]
+    return last if last.is_file() else checkpoint
+
+
+# --------------------------------------------------------------------------- train and main
+def train(args: argparse.Namespace) -> int:
     start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
     if args.resume:
-        path = args.checkpoint or newest_checkpoint()
-        last = paths_for(path)["last"]
-        checkpoint = load_checkpoint(last if last.is_file() else path)
-        saved = checkpoint["args"]
-        for key in saved.keys() - set(args.explicit) - {"train", "resume", "explicit", "checkpoint"}:
-            setattr(args, key, Path(saved[key]) if key == "video" else saved[key])
-        args.checkpoint = path
+        model, checkpoint = load(resume_point(args.checkpoint))
+        if "optimizer" not in checkpoint:  # a best model.pt holds weights only
+            raise CheckpointError(f"{resume_point(args.checkpoint)} has no optimizer state to resume from")
         start.update({k: checkpoint[k] for k in start})
-        print(f"resuming from {last if last.is_file() else path} at step {start['steps']}")
-    elif args.checkpoint is None:
-        args.checkpoint = RUNS / f"kungfu_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
+        print(f"resuming from {resume_point(args.checkpoint)} at step {start['steps']}")
+    else:
+        model = build_model(args.hidden)
+        if args.checkpoint is None:
+            args.checkpoint = RUNS / f"kungfu_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
 
@@ -637,36 +798,60 @@ def train(args: argparse.Namespace) -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    model = model_from_checkpoint(checkpoint, path) if args.resume else build_model(args)
     optimizer = SharedAdam(model.parameters(), lr=args.lr)
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
     log = TrainingLog(args, paths, model, optimizer, start)
     launch = {"processes": train_processes, "batch": train_batch}
+    failure = None
+    stop_on_signal()
     try:
         launch[args.mode](args, model, optimizer, log)
     except KeyboardInterrupt:
         log.bar.write("interrupted: saving and stopping the workers")
+    except TrainingFailed as error:
+        failure = error
     finally:
         log.close()
         save_checkpoint(paths["last"], model, optimizer, log)
     if not paths["best"].exists():  # stopped before the first evaluation
-        save_checkpoint(paths["best"], model, optimizer, log)
+        save_checkpoint(paths["best"], model, None, log)
     plot_curve(paths["csv"], paths["png"])
+    if failure is not None:
+        print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
+              f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
+        return 1
     print(f"best evaluation {log.best_eval:.0f} after {log.steps} steps ({4 * log.steps / 1e6:.1f}M frames), "
           f"{log.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
+    return 0
+
+
+def stop_on_signal() -> None:
+    """`kill` (SIGTERM) and a closed terminal (SIGHUP) stop training as Ctrl-C does: save, stop every worker."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # Windows has no SIGHUP
+            signal.signal(getattr(signal, name), interrupt)
+
+
+def ignore_parents_signals() -> None:
+    """In a worker: Ctrl-C and a closed terminal reach the whole process group, and are the
+    parent's to handle (it tells the workers to stop); SIGTERM from the parent ends a worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.train:
-            train(args)
-            return 0
-        path = args.checkpoint or newest_checkpoint()
-        checkpoint = load_checkpoint(path)
-        model = model_from_checkpoint(checkpoint, path)
+            return train(args)
+        path = args.checkpoint or newest_run() or PRETRAINED
+        model, checkpoint = load(path)
         print(f"loaded {path} (trained {checkpoint['steps']} steps)")
         if args.eval:
             returns = evaluate(model, args.episodes, args.seed, args.greedy, verbose=True)

@@ -16,10 +16,12 @@ def run_script(script: Path, *flags, cwd, check: bool = True, timeout: float = 3
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """The run failed with exactly one line on stderr that says error, and no traceback."""
+    """The run failed with exactly one line on stderr that says error (after argparse's one-line
+    usage, for a bad flag), and no traceback."""
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("usage:")]
     assert len(lines) == 1 and "error" in lines[0], result.stderr
+    assert len(result.stderr.splitlines()) <= 2, result.stderr
     return lines[0]
 
 
@@ -32,6 +34,7 @@ def train_evaluate_play(script: Path, mode: str, tmp_path: Path, *train_flags) -
     for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
     assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
+    assert_losses_logged(tmp_path / "run" / "model.csv")
 
     out = run_script(script, "--eval", "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint, cwd=tmp_path).stdout
     assert sum(line.startswith("episode") for line in out.splitlines()) == 2
@@ -42,3 +45,18 @@ def train_evaluate_play(script: Path, mode: str, tmp_path: Path, *train_flags) -
                      cwd=tmp_path).stdout
     assert video.stat().st_size > 0 and str(video) in out
     return checkpoint
+
+
+def assert_losses_logged(csv_path: Path) -> None:
+    """The CSV has the loss columns, and at least one row of finite numbers in them."""
+    import csv
+    import math
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    columns = ("policy_loss", "value_loss", "entropy", "grad_norm", "updates_per_s")
+    logged = [r for r in rows if r.get("entropy")]
+    assert logged, "no loss rows in the CSV"
+    for row in logged:
+        assert all(math.isfinite(float(row[c])) for c in columns), row
+        assert float(row["entropy"]) > 0 and float(row["updates_per_s"]) > 0, row

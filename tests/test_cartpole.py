@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import one_line_error, run_script
+from helpers import assert_losses_logged, one_line_error, run_script
 
 import a3c_cartpole as a3c
 
@@ -72,8 +72,8 @@ def test_a3c_loss_bootstraps_a_truncation_but_not_a_termination():
         log_p = torch.log_softmax(model.actor(torch.as_tensor(obs)), -1)[0, 0].item()
         for terminated, truncated, bootstrap in ((1.0, 0.0, 0.0), (0.0, 1.0, v_next)):
             target = 1.0 + args.gamma * bootstrap
-            loss = a3c.a3c_loss(model, **common, terminated=np.array([terminated], np.float32),
-                                truncated=np.array([truncated], np.float32), args=args)
+            loss, _ = a3c.a3c_loss(model, **common, terminated=np.array([terminated], np.float32),
+                                   truncated=np.array([truncated], np.float32), args=args)
             want = -log_p * (target - v) + (target - v) ** 2
             assert loss.item() == pytest.approx(want, rel=1e-5)
 
@@ -88,6 +88,7 @@ def test_every_mode_trains_evaluates_and_plays(mode, tmp_path):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["env_id"] == "CartPole-v1" and saved["args"]["mode"] == mode
+    assert_losses_logged(tmp_path / "run" / "model.csv")
 
     out = run("--eval", "--episodes", 3, "--seed", 7, "--checkpoint", checkpoint, cwd=tmp_path).stdout
     assert sum(line.startswith("episode") for line in out.splitlines()) == 3
@@ -116,9 +117,9 @@ def test_return_rises_within_a_step_budget(tmp_path):
     checkpoint = tmp_path / "model.pt"
     run("--train", "--mode", "batch", "--seed", 1, "--max-steps", 60_000, "--checkpoint", checkpoint,
         cwd=tmp_path)
-    untrained = a3c.build_model(a3c.parse_args(["--train"]))
+    untrained = a3c.build_model(hidden=64)
     before = np.mean(a3c.evaluate(untrained, 20, seed=500))
-    trained = a3c.model_from_checkpoint(a3c.load_checkpoint(checkpoint), checkpoint)
+    trained, _ = a3c.load(checkpoint)
     after = np.mean(a3c.evaluate(trained, 20, seed=500))
     assert before < 100 and after >= 400, (before, after)
 

@@ -62,7 +62,7 @@ class ScriptedGames:
 def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
     args = kungfu.parse_args(["--train", "--rollout-len", "3"])
     rollouts = kungfu.Rollouts(ScriptedGames(), seed=0)
-    rollout, finished = rollouts.collect(kungfu.build_model(args), args)
+    rollout, finished = rollouts.collect(kungfu.build_model(args.hidden), args)
     np.testing.assert_array_equal(rollout["rewards"], [[1, 0], [1, 1], [0, 0]])  # sign(r)
     np.testing.assert_array_equal(rollout["terminated"], [[0, 0], [1, 1], [0, 0]])  # life lost / game over
     assert rollout["next_obs"][1, 1, 0, 0, 0] == 102  # the ended game's final frame, not the reset one
