@@ -334,10 +334,7 @@ def train_processes(args, model, optimizer, log) -> None:
         while True:
             while not episode_returns.empty():
                 log.episode(episode_returns.get())
-            dead = [w for w in workers if not w.is_alive()]
-            if dead:  # a worker must not die silently and leave the others training without it
-                raise TrainingFailed(errors.get() if not errors.empty() else
-                                     f"a worker died with exit code {dead[0].exitcode} (killed for memory?)")
+            check_alive(workers, errors)
             if log.progress(global_steps.value):
                 break
             time.sleep(0.1)
@@ -373,6 +370,15 @@ def train_batch(args, model, optimizer, log) -> None:
                 break
     finally:
         envs.close()
+
+
+def check_alive(workers: list, errors) -> None:
+    """A worker must not die silently and leave the others training without it: raise
+    TrainingFailed with its traceback."""
+    dead = [w for w in workers if not w.is_alive()]
+    if dead:
+        raise TrainingFailed(errors.get() if not errors.empty() else
+                             f"a worker died with exit code {dead[0].exitcode} (killed for memory?)")
 
 
 def training_seed(seed: int, rank: int, steps: int) -> int:
@@ -893,7 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--max-seconds", type=float, default=4 * 3600.0,
                         help="stop after this much wall time, earlier runs joined by --resume included")
     budget.add_argument("--eval-every", type=int, default=100_000, help="greedy evaluation every this many steps")
-    budget.add_argument("--eval-episodes", type=int, default=4,
+    budget.add_argument("--eval-episodes", type=int, default=8,
                         help="greedy episodes per evaluation, on the same validation tracks every time")
     budget.add_argument("--solve-score", type=float, default=math.inf,
                         help="stop once an evaluation's mean return reaches this (default: never)")
@@ -954,6 +960,10 @@ def resume_point(checkpoint: Path) -> Path:
 # --------------------------------------------------------------------------- train and main
 def train(args: argparse.Namespace) -> int:
     start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
     if args.resume:
         model, checkpoint = load(resume_point(args.checkpoint))
         if "optimizer" not in checkpoint:  # a best model.pt holds weights only
@@ -967,10 +977,6 @@ def train(args: argparse.Namespace) -> int:
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
     optimizer = SharedAdam(model.parameters(), lr=args.lr)
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])

@@ -816,6 +816,10 @@ def resume_point(checkpoint: Path) -> Path:
 # --------------------------------------------------------------------------- train and main
 def train(args: argparse.Namespace) -> int:
     start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
     if args.resume:
         model, checkpoint = load(resume_point(args.checkpoint))
         if "optimizer" not in checkpoint:  # a best model.pt holds weights only
@@ -829,10 +833,6 @@ def train(args: argparse.Namespace) -> int:
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
     optimizer = SharedAdam(model.parameters(), lr=args.lr)
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])

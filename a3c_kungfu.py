@@ -76,7 +76,6 @@ STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 0.25, 4, 108_0
 # KungFuMaster's minimal action set, in the order both env makers use
 ACTIONS = ["NOOP", "UP", "RIGHT", "LEFT", "DOWN", "DOWNRIGHT", "DOWNLEFT", "RIGHTFIRE", "LEFTFIRE",
            "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
-
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
 
@@ -311,10 +310,7 @@ def train_processes(args, model, optimizer, log) -> None:
         while True:
             while not episode_returns.empty():
                 log.episode(episode_returns.get())
-            dead = [w for w in workers if not w.is_alive()]
-            if dead:  # a worker must not die silently and leave the others training without it
-                raise TrainingFailed(errors.get() if not errors.empty() else
-                                     f"a worker died with exit code {dead[0].exitcode} (killed for memory?)")
+            check_alive(workers, errors)
             if log.progress(global_steps.value):
                 break
             time.sleep(0.1)
@@ -350,6 +346,15 @@ def train_batch(args, model, optimizer, log) -> None:
                 break
     finally:
         envs.close()
+
+
+def check_alive(workers: list, errors) -> None:
+    """A worker must not die silently and leave the others training without it: raise
+    TrainingFailed with its traceback."""
+    dead = [w for w in workers if not w.is_alive()]
+    if dead:
+        raise TrainingFailed(errors.get() if not errors.empty() else
+                             f"a worker died with exit code {dead[0].exitcode} (killed for memory?)")
 
 
 def training_seed(seed: int, rank: int, steps: int) -> int:
@@ -781,6 +786,10 @@ def resume_point(checkpoint: Path) -> Path:
 # --------------------------------------------------------------------------- train and main
 def train(args: argparse.Namespace) -> int:
     start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
     if args.resume:
         model, checkpoint = load(resume_point(args.checkpoint))
         if "optimizer" not in checkpoint:  # a best model.pt holds weights only
@@ -794,10 +803,6 @@ def train(args: argparse.Namespace) -> int:
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
     optimizer = SharedAdam(model.parameters(), lr=args.lr)
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])

