@@ -70,17 +70,6 @@ ENV_ID = "CarRacing-v3"
 PRETRAINED = Path(__file__).parent / "pretrained" / "carracing.pt"
 RUNS = Path("runs")
 MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 1000, 64, 4  # CarRacing-v3's time limit; the agent's view
-# Discrete control. Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
-# right, gas 0.2, brake. The other sets are [steer, gas, brake] vectors for the continuous env:
-# the tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the
-# gas on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
-ACTION_SETS = {
-    "gymnasium": ["nothing", "left", "right", "gas", "brake"],
-    "tutorial": {"left": [-0.8, 0.0, 0.0], "right": [0.8, 0.0, 0.0], "gas": [0.0, 0.1, 0.0], "brake": [0.0, 0.0, 0.6]},
-    "steer-gas": {"nothing": [0.0, 0.0, 0.0], "left": [-0.6, 0.0, 0.0], "right": [0.6, 0.0, 0.0],
-                  "gas": [0.0, 0.5, 0.0], "brake": [0.0, 0.0, 0.8],
-                  "left-gas": [-0.6, 0.2, 0.0], "right-gas": [0.6, 0.2, 0.0]},
-}
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
 
@@ -388,11 +377,24 @@ def training_seed(seed: int, rank: int, steps: int) -> int:
 
 def validation_seed(evals_done: int, episodes: int) -> int:
     """The first track of every evaluation during training: the same tracks each time, because
-    tracks differ a lot in difficulty and only the same ones show whether the driver improved."""
+    tracks differ a lot in difficulty and only the same ones show whether the driver improved
+    (the other scripts play fresh seeds from the arguments; here they are unused)."""
     return VALIDATION_SEED
 
 
 # --------------------------------------------------------------------------- the environment
+# Discrete control. Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
+# right, gas 0.2, brake. The other sets are [steer, gas, brake] vectors for the continuous env:
+# the tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the
+# gas on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
+ACTION_SETS = {
+    "gymnasium": ["nothing", "left", "right", "gas", "brake"],
+    "tutorial": {"left": [-0.8, 0.0, 0.0], "right": [0.8, 0.0, 0.0], "gas": [0.0, 0.1, 0.0], "brake": [0.0, 0.0, 0.6]},
+    "steer-gas": {"nothing": [0.0, 0.0, 0.0], "left": [-0.6, 0.0, 0.0], "right": [0.6, 0.0, 0.0],
+                  "gas": [0.0, 0.5, 0.0], "brake": [0.0, 0.0, 0.8],
+                  "left-gas": [-0.6, 0.2, 0.0], "right-gas": [0.6, 0.2, 0.0]},
+}
+
 # The stock env's grass squares, built exactly as its _render_road builds them every frame.
 GRASS_POLYS = [[(GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + 0), (GRASS_DIM * x + 0, GRASS_DIM * y + 0),
                 (GRASS_DIM * x + 0, GRASS_DIM * y + GRASS_DIM), (GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + GRASS_DIM)]
@@ -821,7 +823,8 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     twin.plot([p[0] * 1e-3 for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
     twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
     fig.suptitle(f"A3C on {ENV_ID}")
-    fig.tight_layout()
+    # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
+    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
@@ -965,11 +968,12 @@ def train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     if args.resume:
-        model, checkpoint = load(resume_point(args.checkpoint))
+        resume_from = resume_point(args.checkpoint)
+        model, checkpoint = load(resume_from)
         if "optimizer" not in checkpoint:  # a best model.pt holds weights only
-            raise CheckpointError(f"{resume_point(args.checkpoint)} has no optimizer state to resume from")
+            raise CheckpointError(f"{resume_from} has no optimizer state to resume from")
         start.update({k: checkpoint[k] for k in start})
-        print(f"resuming from {resume_point(args.checkpoint)} at step {start['steps']}")
+        print(f"resuming from {resume_from} at step {start['steps']}")
     else:
         model = build_model(args.actions, args.hidden)
         if args.checkpoint is None:
