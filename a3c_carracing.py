@@ -783,8 +783,8 @@ def paths_for(checkpoint: Path) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- the plot
-def plot_curve(csv_path: Path, png_path: Path) -> None:
-    """Returns against agent steps and wall time (top); the loss terms and updates/s (bottom)."""
+def plot_curve(csv_path: Path, png_path: Path, frames_per_step: int) -> None:
+    """Returns against frames and wall time (top); the loss terms and updates/s (bottom)."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -797,7 +797,8 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
 
     train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    x_axes = ((axes[0, 0], 0, "agent steps (thousands)", 1e-3), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
+    million_frames = frames_per_step * 1e-6  # an agent step is --action-repeat frames
+    x_axes = ((axes[0, 0], 0, "frames (millions)", million_frames), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
     for ax, column, label, scale in x_axes:
         if train:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
@@ -812,15 +813,15 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
               (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
     for ax, name, label in panels:
         points = series(name)
-        ax.plot([p[0] * 1e-3 for p in points], [p[2] for p in points], "-", lw=1)
-        ax.set_xlabel("agent steps (thousands)")
+        ax.plot([p[0] * million_frames for p in points], [p[2] for p in points], "-", lw=1)
+        ax.set_xlabel("frames (millions)")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     if series("value_loss"):
         axes[1, 1].set_yscale("log")
     grad = series("grad_norm")
     twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
-    twin.plot([p[0] * 1e-3 for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
+    twin.plot([p[0] * million_frames for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
     twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
     fig.suptitle(f"A3C on {ENV_ID}")
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
@@ -1000,7 +1001,7 @@ def train(args: argparse.Namespace) -> int:
         save_checkpoint(paths["last"], model, optimizer, log)
     if not paths["best"].exists():  # stopped before the first evaluation
         save_checkpoint(paths["best"], model, None, log)
-    plot_curve(paths["csv"], paths["png"])
+    plot_curve(paths["csv"], paths["png"], args.action_repeat)
     if failure is not None:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
               f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
