@@ -27,9 +27,11 @@ and by Gymnasium's AtariPreprocessing + FrameStackObservation for --play (identi
 test checks). Training sees clipped rewards sign(r) and treats a lost life as the end of the
 value's horizon; every score printed, logged or plotted is the raw game score of full episodes.
 
-Each worker steps a small batch of environments (--envs-per-worker) so that its forward passes
-are batched: on 2 cores that, not more workers, is what makes A3C pay. Hogwild updates are not
-bit-reproducible, even with --seed.
+The network: three convolutions, a fully connected layer and, with --core lstm, an LSTM whose
+state is carried from rollout to rollout and reset when a game starts (the A3C paper's best
+Atari agent). Each worker steps a small batch of environments (--envs-per-worker) so that its
+forward passes are batched: on 2 cores that, not more workers, is what makes A3C pay. Hogwild
+updates are not bit-reproducible, even with --seed.
 
 Seeds: training games start from seeds below 500,000 (derived from --seed, the worker and the
 step count, so a resumed run plays new games); the evaluations during training play seeds from
@@ -82,54 +84,84 @@ LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, av
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
-    """The tutorial's network with a thinner first layer: three 3x3 stride-2 convolutions
-    (42 -> 20 -> 9 -> 4 pixels) of 16, 32 and 32 channels, one fully connected layer, then the
-    policy and value heads on the same features. With the tutorial's 32 channels in the first
-    layer a training step costs about twice as much on the CPU (benchmarks/bench_kungfu.py --nets
-    measures both), and on 2 cores the workers would spend most of their time learning, not playing."""
+    """Three 3x3 stride-2 convolutions (42 -> 20 -> 9 -> 4 pixels) of 16, 32 and 32 channels, a
+    fully connected layer, an optional LSTM core (--core lstm), then the policy and value heads.
+    The tutorial's network has 32 channels first and 128 units: the thinner first layer halves
+    the CPU cost of learning, the paper's 256 units cost little (bench_kungfu.py --nets times both).
 
-    def __init__(self, in_channels: int, n_actions: int, hidden: int):
+    step() maps frames and the core's state to logits, V(s) and the new state; the feed-forward
+    core's state is empty ([N, 0]), the LSTM's is h and c side by side ([N, 2 * hidden]). The
+    convolutions have no memory, so the loss runs them once over a rollout (encode) and steps
+    only the core through time (unroll)."""
+
+    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 16, 3, stride=2), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
             nn.Conv2d(32, 32, 3, stride=2), nn.ReLU(),
             nn.Flatten(), nn.Linear(32 * 4 * 4, hidden), nn.ReLU())
+        self.core = nn.LSTMCell(hidden, hidden) if core == "lstm" else None
         self.policy = nn.Linear(hidden, n_actions)
         self.value = nn.Linear(hidden, 1)
+        self.state_size = 2 * hidden if core == "lstm" else 0
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Policy logits [B, A] and state values V(s) [B] for uint8 frames [B, 4, 42, 42]."""
-        features = self.body(obs.float() / 255.0)
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs.float() / 255.0)
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.policy(features), self.value(features).squeeze(-1)
 
-    def actor(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.forward(obs)[0]
+    def core_step(self, features: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the core: its output and new state (feed-forward: the features, no state)."""
+        if self.core is None:
+            return features, state
+        h, c = self.core(features, state.chunk(2, dim=-1))
+        return h, torch.cat([h, c], dim=-1)
 
-    def critic(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.forward(obs)[1]
+    def step(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Policy logits [N, A], values V(s) [N] and the new state, for uint8 frames [N, 4, 42, 42]."""
+        output, state = self.core_step(self.encode(obs), state)
+        return (*self.heads(output), state)
+
+    def unroll(self, features: torch.Tensor, state: torch.Tensor, starts: np.ndarray):
+        """The core over a rollout's features [T, N, F] from `state`, reset where a game starts
+        (starts[t] = 1): outputs [T, N, F] and the state after each step [T, N, S]."""
+        outputs, states = [], []
+        for t in range(len(features)):  # backpropagation through the rollout: the core steps through time
+            output, state = self.core_step(features[t], state * (1.0 - torch.as_tensor(starts[t])).unsqueeze(-1))
+            outputs.append(output)
+            states.append(state)
+        return torch.stack(outputs), torch.stack(states)
+
+    def initial_state(self, num_games: int) -> torch.Tensor:
+        return torch.zeros(num_games, self.state_size)
 
 
-def build_model(hidden: int) -> ActorCritic:
-    return ActorCritic(FRAME_STACK, len(ACTIONS), hidden)
+def build_model(hidden: int, core: str) -> ActorCritic:
+    return ActorCritic(FRAME_STACK, len(ACTIONS), hidden, core)
 
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
-def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated,
+def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, state0,
              args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
-    """The A3C loss of one rollout (arrays [T, N] per step; obs [T, N, 4, 42, 42]), and its
-    terms (policy loss, value loss, entropy) for the log."""
+    """The A3C loss of one rollout, and its terms (policy loss, value loss, entropy) for the log.
+
+    Arrays are [T, N] per step, obs [T, N, 4, 42, 42]; starts[t] = 1 where a game begins at step t;
+    state0 is the core's state before the rollout's first step."""
     T, N = rewards.shape
-    logits, values = model(torch.as_tensor(obs).flatten(0, 1))
-    logits, values = logits.view(T, N, -1), values.view(T, N)
+    features = model.encode(torch.as_tensor(obs).flatten(0, 1)).view(T, N, -1)
+    outputs, states = model.unroll(features, state0, starts)
+    logits, values = model.heads(outputs)
     # V(s_{t+1}) is the next row's V(s_t), except after the last step and where a game was cut
-    # by the time limit (its final frame is not in obs): only those need a forward pass of their own.
+    # by the time limit (its final frame is not in obs): there one more step from state_t gives it.
     next_values = np.empty((T, N), np.float32)
     next_values[:-1] = values[1:].detach().numpy()
     own = np.zeros((T, N), dtype=bool)
     own[-1] = True
     own |= truncated > 0
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
-        next_values[own] = model.critic(torch.as_tensor(next_obs[own])).numpy()
+        output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[own])), states[torch.as_tensor(own)])
+        next_values[own] = model.heads(output)[1].numpy()
     # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
     # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
@@ -154,7 +186,7 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared_model: ActorCr
         torch.manual_seed(seed)
         envs = make_vector_env(args.envs_per_worker)
         rollouts = Rollouts(envs, seed=seed)
-        local_model = build_model(args.hidden)
+        local_model = build_model(args.hidden, args.core)
         # stop when told, or when the parent is gone (killed without a chance to tell us)
         while not stop.is_set() and os.getppid() == parent_pid:
             local_model.load_state_dict(shared_model.state_dict())  # 1. theta' <- theta
@@ -181,21 +213,29 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared_model: ActorCr
 
 # --------------------------------------------------------------------------- what the worker uses
 class Rollouts:
-    """Steps a vector of games with a model; keeps each game's raw score and lives across rollouts."""
+    """Steps a vector of games with a model; keeps each game's raw score, lives and the core's
+    state across rollouts."""
 
     def __init__(self, envs: AtariVectorEnv, seed: int):
         self.envs, self.rng = envs, np.random.default_rng(seed)
         self.obs, info = envs.reset(seed=seed)  # game i starts from seed + i, later games from its own RNG
         self.lives = info["lives"]
+        self.state = None  # the core's state, made by the first collect()
+        self.starts = np.ones(envs.num_envs, np.float32)  # every game begins
         self.scores = np.zeros(envs.num_envs)
 
     def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
-        """n steps of every game: the rollout arrays [T, N] and the raw scores of finished games."""
+        """n steps of every game: the rollout arrays [T, N] (and state0) and the raw scores of finished games."""
+        if self.state is None:
+            self.state = model.initial_state(self.envs.num_envs)
+        state0 = self.state  # where backpropagation through this rollout starts (no gradient before it)
         rollout = {k: [] for k in ROLLOUT_DTYPES}
         finished = []
         for _ in range(args.rollout_len):
             with torch.no_grad():
-                actions = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)
+                state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new game forgets
+                logits, _, self.state = model.step(torch.as_tensor(self.obs), state)
+            actions = act(logits, args.epsilon, self.rng)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
             real_next_obs = np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs)
@@ -205,18 +245,19 @@ class Rollouts:
             self.lives = info["lives"]
             # training sees sign(r): one scale for every game and every stage of this one
             for key, value in zip(ROLLOUT_DTYPES, (self.obs, actions, np.sign(rewards), real_next_obs,
-                                                   terminated | life_lost, truncated)):
+                                                   terminated | life_lost, truncated, self.starts)):
                 rollout[key].append(value)
             self.scores += rewards
             finished += self.scores[done].tolist()
             self.scores[done] = 0.0
+            self.starts = done.astype(np.float32)
             self.obs = next_obs
-        return {k: np.asarray(v, dtype=ROLLOUT_DTYPES[k]) for k, v in rollout.items()}, finished
-
+        rollout = {k: np.asarray(v, dtype=ROLLOUT_DTYPES[k]) for k, v in rollout.items()}
+        return {**rollout, "state0": state0}, finished
 
 
 ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,
-                  "terminated": np.float32, "truncated": np.float32}
+                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}
 
 
 def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -405,11 +446,12 @@ def evaluate(model: ActorCritic, episodes: int, seed: int, greedy: bool = False,
     The games run side by side in one vector env, so each step is one batched forward pass."""
     envs = make_vector_env(episodes, num_threads=2)
     obs, _ = envs.reset(seed=seed)
+    state = model.initial_state(episodes)
     generator = torch.Generator().manual_seed(seed)  # the sampled actions are seeded too
     returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not finished.all():
         with torch.no_grad():
-            logits = model.actor(torch.as_tensor(obs))
+            logits, _, state = model.step(torch.as_tensor(obs), state)
         if greedy:
             actions = logits.argmax(-1).numpy()
         else:
@@ -436,13 +478,15 @@ def play(model: ActorCritic, episodes: int, seed: int, video: Path, video_steps:
     frames, generator = [], torch.Generator().manual_seed(seed)
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
+        state = model.initial_state(1)
         done, episode_return, step = False, 0.0, 0
         while not done:
             if headless and step < video_steps and step % 2 == 0:  # every other step (of 15 a second)
                 frames.append(env.render())
             step += 1
             with torch.no_grad():
-                probs = torch.softmax(model.actor(torch.as_tensor(obs).unsqueeze(0)), -1)
+                logits, _, state = model.step(torch.as_tensor(obs).unsqueeze(0), state)
+                probs = torch.softmax(logits, -1)
             action = probs.argmax().item() if greedy else torch.multinomial(probs, 1, generator=generator).item()
             obs, reward, terminated, truncated, _ = env.step(action)
             episode_return += reward
@@ -532,7 +576,7 @@ class TrainingLog:
     def validate(self) -> None:
         """Games on fresh validation seeds, sampling from the policy (see evaluate); keep the best weights."""
         # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
-        eval_model = build_model(self.args.hidden)
+        eval_model = build_model(self.args.hidden, self.args.core)
         eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
         seed = validation_seed(self.evals_done, self.args.eval_episodes)
         returns = evaluate(eval_model, self.args.eval_episodes, seed)
@@ -590,7 +634,7 @@ def load(path: Path) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if checkpoint.get("env_id") != ENV_ID:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {ENV_ID}")
-    model = build_model(checkpoint["args"].get("hidden", 256))
+    model = build_model(checkpoint["args"].get("hidden", 256), checkpoint["args"].get("core", "ff"))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -710,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
     hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
     hp.add_argument("--lr", type=float, default=4e-4, help="Adam learning rate")
-    hp.add_argument("--lr-schedule", choices=["linear", "constant"], default="constant",
+    hp.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
                     help="linear: the learning rate falls to 0 at the end of the budget (--max-steps or "
                          "--max-seconds, whichever comes first)")
     hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
@@ -719,7 +763,10 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--epsilon", type=float, default=0.0,
                     help="probability of a uniform random action instead of sampling pi; makes the "
                          "update off-policy (the loss treats those actions as pi's)")
-    hp.add_argument("--hidden", type=int, default=256, help="units of the fully connected layer")
+    hp.add_argument("--hidden", type=int, default=256, help="units of the fully connected layer (and the LSTM)")
+    hp.add_argument("--core", choices=["ff", "lstm"], default="ff",
+                    help="what follows the fully connected layer: nothing (feed-forward) or an LSTM "
+                         "whose state is carried across rollouts and reset when a game starts")
 
     budget = parser.add_argument_group("stopping and evaluation")
     budget.add_argument("--max-steps", type=int, default=50_000_000,
@@ -727,14 +774,14 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--max-seconds", type=float, default=7200.0,
                         help="stop after this much wall time, earlier runs joined by --resume included")
     budget.add_argument("--eval-every", type=int, default=1_000_000, help="evaluation every this many steps")
-    budget.add_argument("--eval-episodes", type=int, default=4, help="games per evaluation")
+    budget.add_argument("--eval-episodes", type=int, default=8, help="games per evaluation")
     budget.add_argument("--solve-score", type=float, default=math.inf,
                         help="stop once an evaluation's mean score reaches this (default: never)")
     return parser
 
 
 # a typed flag that differs from a resumed run's would give a network that does not match its weights
-ARCHITECTURE = ("hidden",)
+ARCHITECTURE = ("hidden", "core")
 NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}
 
 
@@ -799,7 +846,7 @@ def train(args: argparse.Namespace) -> int:
         start.update({k: checkpoint[k] for k in start})
         print(f"resuming from {resume_from} at step {start['steps']}")
     else:
-        model = build_model(args.hidden)
+        model = build_model(args.hidden, args.core)
         if args.checkpoint is None:
             args.checkpoint = RUNS / f"kungfu_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
     paths = paths_for(args.checkpoint)

@@ -1,7 +1,7 @@
 """Throughput of a3c_kungfu.py against the raw speed of the games it plays, in one run.
 
     python benchmarks/bench_kungfu.py            # raw env vs both training modes (about 3 min)
-    python benchmarks/bench_kungfu.py --nets     # also: cost of the tutorial's network vs ours
+    python benchmarks/bench_kungfu.py --nets     # also: cost of the tutorial's network and ours (ff, lstm)
 
 raw: ale-py's vector env with the script's protocol and preprocessing, 16 games on 2 threads
 (as many games as the default training steps), uniformly random actions, nothing else running.
@@ -37,9 +37,9 @@ def raw_steps_per_second(seconds: float, num_envs: int = 16, num_threads: int = 
     return steps / (time.perf_counter() - started)
 
 
-def training_steps_per_second(mode: str, seconds: float, folder: Path) -> float:
+def training_steps_per_second(mode: str, seconds: float, folder: Path, flags: list[str]) -> float:
     checkpoint = folder / mode / "model.pt"
-    subprocess.run([sys.executable, str(ROOT / "a3c_kungfu.py"), "--train", "--mode", mode,
+    subprocess.run([sys.executable, str(ROOT / "a3c_kungfu.py"), "--train", "--mode", mode, *flags,
                     "--max-seconds", str(seconds), "--eval-every", str(10**12), "--checkpoint", str(checkpoint)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder)
     saved = torch.load(folder / mode / "model_last.pt", weights_only=True)
@@ -47,42 +47,51 @@ def training_steps_per_second(mode: str, seconds: float, folder: Path) -> float:
 
 
 def network_costs() -> None:
-    """ms per sample of one training step (forward + backward, batch 160) and of acting (batch 8)."""
+    """ms per sample of one training step (forward + backward of a rollout, 10 steps x 16 games)
+    and of acting (one step of 8 games, a worker's batch), on one core."""
     torch.set_num_threads(1)
-    nn = torch.nn
-    first_layer = {"tutorial (32 channels first)": 32, "a3c_kungfu.py (16 channels first)": 16}
-    for name, channels in first_layer.items():
-        model = a3c_kungfu.ActorCritic(4, len(a3c_kungfu.ACTIONS), 256)
-        model.body[0] = nn.Conv2d(4, channels, 3, stride=2)
-        model.body[2] = nn.Conv2d(channels, 32, 3, stride=2)
-        batch = torch.randint(0, 256, (160, 4, 42, 42), dtype=torch.uint8)
+    nets = {"tutorial (32 channels first, 128 units)": (32, 128, "ff"),
+            "a3c_kungfu.py --core ff (16, 256)": (16, 256, "ff"),
+            "a3c_kungfu.py --core lstm (16, 256)": (16, 256, "lstm")}
+    T, N = 10, 16
+    for name, (channels, hidden, core) in nets.items():
+        model = a3c_kungfu.build_model(hidden, core)
+        model.body[0] = torch.nn.Conv2d(4, channels, 3, stride=2)
+        model.body[2] = torch.nn.Conv2d(channels, 32, 3, stride=2)
+        rollout = torch.randint(0, 256, (T * N, 4, 42, 42), dtype=torch.uint8)
+        starts = np.zeros((T, N), np.float32)
         started = None
         for i in range(23):  # 3 warm-up steps, then 20 timed ones
             if i == 3:
                 started = time.perf_counter()
             model.zero_grad()
-            logits, values = model(batch)
+            features = model.encode(rollout).view(T, N, -1)
+            outputs, _ = model.unroll(features, model.initial_state(N), starts)
+            logits, values = model.heads(outputs)
             (logits.sum() + values.sum()).backward()
-        train_ms = (time.perf_counter() - started) / 20 / 160 * 1e3
+        train_ms = (time.perf_counter() - started) / 20 / (T * N) * 1e3
         with torch.no_grad():
+            state = model.initial_state(8)
             started = time.perf_counter()
             for _ in range(200):
-                model(batch[:8])
+                model.step(rollout[:8], state)
         act_ms = (time.perf_counter() - started) / 200 / 8 * 1e3
-        print(f"{name:36} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
+        print(f"{name:40} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each measurement")
     parser.add_argument("--nets", action="store_true", help="also time the tutorial's network against ours")
+    parser.add_argument("--modes", nargs="+", default=["processes", "batch"], choices=["processes", "batch"])
+    parser.add_argument("--flags", default="", help='more a3c_kungfu.py flags, e.g. "--core lstm"')
     args = parser.parse_args()
 
     raw = raw_steps_per_second(args.seconds)
     print(f"{'raw vector env, random actions':36} {raw:8.0f} agent steps/s")
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("processes", "batch"):
-            rate = training_steps_per_second(mode, args.seconds, Path(tmp))
+        for mode in args.modes:
+            rate = training_steps_per_second(mode, args.seconds, Path(tmp), args.flags.split())
             print(f"{'training, --mode ' + mode:36} {rate:8.0f} agent steps/s  ({rate / raw:.0%} of raw)", flush=True)
     if args.nets:
         network_costs()

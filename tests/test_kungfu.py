@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import one_line_error, run_script, train_evaluate_play
 
 import a3c_kungfu as kungfu
@@ -62,7 +63,7 @@ class ScriptedGames:
 def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
     args = kungfu.parse_args(["--train", "--rollout-len", "3"])
     rollouts = kungfu.Rollouts(ScriptedGames(), seed=0)
-    rollout, finished = rollouts.collect(kungfu.build_model(args.hidden), args)
+    rollout, finished = rollouts.collect(kungfu.build_model(args.hidden, args.core), args)
     np.testing.assert_array_equal(rollout["rewards"], [[1, 0], [1, 1], [0, 0]])  # sign(r)
     np.testing.assert_array_equal(rollout["terminated"], [[0, 0], [1, 1], [0, 0]])  # life lost / game over
     assert rollout["next_obs"][1, 1, 0, 0, 0] == 102  # the ended game's final frame, not the reset one
@@ -70,10 +71,30 @@ def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
     assert rollouts.scores[0] == 300.0  # game 0 goes on, raw score kept across the lost life
 
 
-@pytest.mark.parametrize("mode", ["processes", "batch"])
-def test_both_modes_train_evaluate_and_play(mode, tmp_path):
+def test_lstm_acting_and_loss_see_the_same_states():
+    args = kungfu.parse_args(["--train", "--core", "lstm", "--hidden", "32", "--rollout-len", "4"])
+    rollouts = kungfu.Rollouts(kungfu.make_vector_env(2), seed=0)
+    model = kungfu.build_model(args.hidden, args.core)
+    rollouts.collect(model, args)
+    rollouts.starts[1] = 1.0  # as if game 1 began anew: its state must be reset, game 0's carried
+    rollout, _ = rollouts.collect(model, args)
+    state0 = rollout["state0"]
+    assert state0.abs().sum() > 0 and not state0.requires_grad  # memory of the first rollout, no gradient
+    features = model.encode(torch.as_tensor(rollout["obs"]).flatten(0, 1)).view(4, 2, -1)
+    _, states = model.unroll(features, state0, rollout["starts"])
+    torch.testing.assert_close(states[-1], rollouts.state)  # the loss replays exactly what acting saw
+    _, fresh = model.unroll(features[:1], torch.zeros_like(state0), rollout["starts"][:1])
+    torch.testing.assert_close(states[0, 1], fresh[0, 1])  # game 1 started from a zero state
+    assert not torch.allclose(states[0, 0], fresh[0, 0])  # game 0 did not
+    loss, _ = kungfu.a3c_loss(model, **rollout, args=args)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.core.parameters())
+
+
+@pytest.mark.parametrize("mode, core", [("processes", "ff"), ("batch", "lstm")])
+def test_both_modes_train_evaluate_and_play(mode, core, tmp_path):
     train_evaluate_play(SCRIPT, mode, tmp_path, "--max-steps", 200, "--eval-every", 100, "--eval-episodes", 1,
-                        "--envs-per-worker", 2, "--num-envs", 4, "--rollout-len", 5)
+                        "--envs-per-worker", 2, "--num-envs", 4, "--rollout-len", 5, "--core", core)
 
 
 def test_bad_input(tmp_path):
