@@ -85,14 +85,12 @@ LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, av
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
     """Three 3x3 stride-2 convolutions (42 -> 20 -> 9 -> 4 pixels) of 16, 32 and 32 channels, a
-    fully connected layer, an optional LSTM core (--core lstm), then the policy and value heads.
-    The tutorial's network has 32 channels first and 128 units: the thinner first layer halves
-    the CPU cost of learning, the paper's 256 units cost little (bench_kungfu.py --nets times both).
+    fully connected layer, an optional LSTM core (--core lstm), the policy and value heads. The
+    tutorial's network has 32 channels first and 128 units (bench_kungfu.py --nets times both).
 
-    step() maps frames and the core's state to logits, V(s) and the new state; the feed-forward
-    core's state is empty ([N, 0]), the LSTM's is h and c side by side ([N, 2 * hidden]). The
-    convolutions have no memory, so the loss runs them once over a rollout (encode) and steps
-    only the core through time (unroll)."""
+    step() maps frames and the core's state (the LSTM's h and c side by side; empty, [N, 0], for
+    the feed-forward core) to logits, V(s) and the new state. The loss runs the convolutions once
+    over a rollout (encode) and steps only the core through time (unroll)."""
 
     def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str):
         super().__init__()
@@ -140,6 +138,7 @@ class ActorCritic(nn.Module):
 
 def build_model(hidden: int, core: str) -> ActorCritic:
     return ActorCritic(FRAME_STACK, len(ACTIONS), hidden, core)
+
 
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, state0,
