@@ -866,10 +866,12 @@ def train(args: argparse.Namespace) -> int:
 
 
 def stop_on_signal() -> None:
-    """`kill` (SIGTERM) and a closed terminal (SIGHUP) stop training as Ctrl-C does: save, stop every worker."""
+    """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all stop training the same
+    way: save, stop every worker. SIGINT is set here too: a script that starts a command in the
+    background (`cmd &`) makes it ignore SIGINT, and Python would go on ignoring it."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):  # Windows has no SIGHUP
             signal.signal(getattr(signal, name), interrupt)
 

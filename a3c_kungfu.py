@@ -19,23 +19,21 @@ network. A worker repeats:
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
-Atari specifics. The environment follows the modern ALE protocol (Machado et al. 2018): sticky
-actions (the previous action is repeated with probability 0.25), frame skip 4, the minimal action
-set (14 actions), full episodes up to 108,000 frames; evaluation always uses it. Observations are
-4 stacked 42x42 grayscale frames, made by ale-py's vector env in C++ for training and evaluation
-and by Gymnasium's AtariPreprocessing + FrameStackObservation for --play (identical pixels; a
-test checks). Training sees clipped rewards sign(r) and treats a lost life as the end of the
-value's horizon; every score printed, logged or plotted is the raw game score of full episodes.
+Atari specifics: the modern ALE protocol (Machado et al. 2018), used by every evaluation too:
+sticky actions (the previous action repeats with probability 0.25), frame skip 4, the minimal
+action set (14 actions), full games up to 108,000 frames. Observations are 4 stacked 42x42
+grayscale frames. Training sees clipped rewards sign(r) and treats a lost life as the end of the
+value's horizon; every score printed, logged or plotted is the raw score of full games.
 
 The network: three convolutions, a fully connected layer and, with --core lstm, an LSTM whose
 state is carried from rollout to rollout and reset when a game starts (the A3C paper's best
-Atari agent). Each worker steps a small batch of environments (--envs-per-worker) so that its
-forward passes are batched: on 2 cores that, not more workers, is what makes A3C pay. Hogwild
-updates are not bit-reproducible, even with --seed.
+Atari agent). Each worker steps a small batch of games (--envs-per-worker), so its forward passes
+are batched: on 2 cores that, not more workers, is what makes A3C pay. Hogwild updates are not
+bit-reproducible, even with --seed.
 
-Seeds: training games start from seeds below 500,000 (derived from --seed, the worker and the
-step count, so a resumed run plays new games); the evaluations during training play seeds from
-500,000; --eval and --play default to seeds from 1,000,000, which no training run sees.
+Seeds: training games start from seeds below 500,000 (new ones after every --resume); the
+evaluations during training play seeds from 500,000; --eval and --play default to seeds from
+1,000,000, which no training run sees.
 
 Modes (--mode):
     processes  real A3C: worker processes update a model in shared memory (the default)
@@ -85,12 +83,10 @@ LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, av
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
     """Three 3x3 stride-2 convolutions (42 -> 20 -> 9 -> 4 pixels) of 16, 32 and 32 channels, a
-    fully connected layer, an optional LSTM core (--core lstm), the policy and value heads. The
-    tutorial's network has 32 channels first and 128 units (bench_kungfu.py --nets times both).
-
-    step() maps frames and the core's state (the LSTM's h and c side by side; empty, [N, 0], for
-    the feed-forward core) to logits, V(s) and the new state. The loss runs the convolutions once
-    over a rollout (encode) and steps only the core through time (unroll)."""
+    fully connected layer, an optional LSTM core, the policy and value heads (the tutorial's net
+    has 32 channels first and 128 units; bench_kungfu.py --nets times both). The core's state is
+    the LSTM's h and c side by side, or empty ([N, 0]) for the feed-forward core. The loss runs
+    the convolutions once over a rollout (encode) and steps only the core through time (unroll)."""
 
     def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str):
         super().__init__()
@@ -670,7 +666,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
 
     train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    x_axes = ((axes[0, 0], 0, "frames (millions)", 4e-6), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
+    x_axes = ((axes[0, 0], 0, "frames (millions)", FRAME_SKIP / 1e6), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
     for ax, column, label, scale in x_axes:
         if train:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
@@ -685,7 +681,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
               (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
     for ax, name, label in panels:
         points = series(name)
-        ax.plot([p[0] * 4e-6 for p in points], [p[2] for p in points], "-", lw=1)
+        ax.plot([p[0] * FRAME_SKIP / 1e6 for p in points], [p[2] for p in points], "-", lw=1)
         ax.set_xlabel("frames (millions)")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
@@ -693,7 +689,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
         axes[1, 1].set_yscale("log")
     grad = series("grad_norm")
     twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
-    twin.plot([p[0] * 4e-6 for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
+    twin.plot([p[0] * FRAME_SKIP / 1e6 for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
     twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
     fig.suptitle(f"A3C on {ENV_ID}")
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
@@ -881,10 +877,12 @@ def train(args: argparse.Namespace) -> int:
 
 
 def stop_on_signal() -> None:
-    """`kill` (SIGTERM) and a closed terminal (SIGHUP) stop training as Ctrl-C does: save, stop every worker."""
+    """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all stop training the same
+    way: save, stop every worker. SIGINT is set here too: a script that starts a command in the
+    background (`cmd &`) makes it ignore SIGINT, and Python would go on ignoring it."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):  # Windows has no SIGHUP
             signal.signal(getattr(signal, name), interrupt)
 

@@ -158,7 +158,10 @@ def test_ctrl_c_saves_and_stops_every_worker(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--train", "--solve-score", "1e9",
                              "--checkpoint", str(tmp_path / "model.pt")],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as `cmd &` in a shell script starts it: SIGINT ignored, which the trainer
+                            # must undo (CI once ran from such a shell, and this test hung)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 60
     children = []
     while time.time() < deadline and len(children) < 2:
