@@ -666,7 +666,8 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
 
     train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    x_axes = ((axes[0, 0], 0, "frames (millions)", FRAME_SKIP / 1e6), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
+    million_frames = FRAME_SKIP * 1e-6  # an agent step is FRAME_SKIP frames
+    x_axes = ((axes[0, 0], 0, "frames (millions)", million_frames), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
     for ax, column, label, scale in x_axes:
         if train:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
@@ -681,7 +682,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
               (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
     for ax, name, label in panels:
         points = series(name)
-        ax.plot([p[0] * FRAME_SKIP / 1e6 for p in points], [p[2] for p in points], "-", lw=1)
+        ax.plot([p[0] * million_frames for p in points], [p[2] for p in points], "-", lw=1)
         ax.set_xlabel("frames (millions)")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
@@ -689,7 +690,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
         axes[1, 1].set_yscale("log")
     grad = series("grad_norm")
     twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
-    twin.plot([p[0] * FRAME_SKIP / 1e6 for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
+    twin.plot([p[0] * million_frames for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
     twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
     fig.suptitle(f"A3C on {ENV_ID}")
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it

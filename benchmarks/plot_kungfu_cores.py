@@ -6,6 +6,7 @@ games each) against wall time and against frames, from two training CSVs of a3c_
 """
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-FRAME_SKIP = 4  # a3c_kungfu.py's: one agent step is 4 frames
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from a3c_kungfu import FRAME_SKIP  # noqa: E402  (an agent step is FRAME_SKIP frames)
 
 
 def validations(csv_path: Path) -> list[tuple[int, float, float, float]]:
