@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import random
@@ -67,15 +68,11 @@ from tqdm import tqdm
 from a3c_util import entropy_from_logits, gae_advantages
 
 gym.register_envs(ale_py)  # gymnasium 1.x finds the ALE/... ids only after this
-ENV_ID = "ALE/KungFuMaster-v5"
-ROM = "kung_fu_master"
-PRETRAINED = Path(__file__).parent / "pretrained" / "kungfu.pt"
+DEFAULT_ENV_ID = "ALE/KungFuMaster-v5"  # any ALE v5 id works: --env-id ALE/Pong-v5
+PRETRAINED = Path(__file__).parent / "pretrained"  # kungfu.pt, pong.pt, breakout.pt
 RUNS = Path("runs")
 # the protocol, shared by training, evaluation and play
 STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 0.25, 4, 108_000, 42, 4
-# KungFuMaster's minimal action set, in the order both env makers use
-ACTIONS = ["NOOP", "UP", "RIGHT", "LEFT", "DOWN", "DOWNRIGHT", "DOWNLEFT", "RIGHTFIRE", "LEFTFIRE",
-           "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
 
@@ -88,7 +85,7 @@ class ActorCritic(nn.Module):
     the LSTM's h and c side by side, or empty ([N, 0]) for the feed-forward core. The loss runs
     the convolutions once over a rollout (encode) and steps only the core through time (unroll)."""
 
-    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str):
+    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str, init: str = "orthogonal"):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 16, 3, stride=2), nn.ReLU(),
@@ -99,6 +96,15 @@ class ActorCritic(nn.Module):
         self.policy = nn.Linear(hidden, n_actions)
         self.value = nn.Linear(hidden, 1)
         self.state_size = 2 * hidden if core == "lstm" else 0
+        if init == "orthogonal":  # as baselines, CleanRL and SLM-Lab do it
+            for layer in self.body:
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    nn.init.orthogonal_(layer.weight, gain=math.sqrt(2))  # keeps ReLU activations' scale
+                    nn.init.zeros_(layer.bias)
+            nn.init.orthogonal_(self.policy.weight, gain=0.01)  # tiny logits: the first policy is uniform
+            nn.init.orthogonal_(self.value.weight, gain=1.0)
+            nn.init.zeros_(self.policy.bias)
+            nn.init.zeros_(self.value.bias)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.body(obs.float() / 255.0)
@@ -132,8 +138,10 @@ class ActorCritic(nn.Module):
         return torch.zeros(num_games, self.state_size)
 
 
-def build_model(hidden: int, core: str) -> ActorCritic:
-    return ActorCritic(FRAME_STACK, len(ACTIONS), hidden, core)
+def build_model(args) -> ActorCritic:
+    """The network for args.env_id's minimal action set, args.hidden units and args.core."""
+    return ActorCritic(FRAME_STACK, len(game_actions(args.env_id)), args.hidden, args.core,
+                       getattr(args, "init", "orthogonal"))
 
 
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
@@ -162,6 +170,8 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
+    if args.normalize_advantages:  # one scale for the policy gradient, whatever the game's rewards
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     # 4. the loss
     log_probs = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(actions).unsqueeze(-1)).squeeze(-1)
     policy_loss = -(log_probs * advantages).mean()
@@ -179,9 +189,9 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared_model: ActorCr
     ignore_parents_signals()
     try:
         torch.manual_seed(seed)
-        envs = make_vector_env(args.envs_per_worker)
+        envs = make_vector_env(args.env_id, args.envs_per_worker)
         rollouts = Rollouts(envs, seed=seed)
-        local_model = build_model(args.hidden, args.core)
+        local_model = build_model(args)
         # stop when told, or when the parent is gone (killed without a chance to tell us)
         while not stop.is_set() and os.getppid() == parent_pid:
             local_model.load_state_dict(shared_model.state_dict())  # 1. theta' <- theta
@@ -361,7 +371,7 @@ def train_processes(args, model, optimizer, log) -> None:
 def train_batch(args, model, optimizer, log) -> None:
     """Synchronous A2C: one learner, one forward pass for the whole vector of games."""
     torch.set_num_threads(1)  # the other core steps the games (ale-py's C++ threads)
-    envs = make_vector_env(args.num_envs, num_threads=2)
+    envs = make_vector_env(args.env_id, args.num_envs, num_threads=2)
     rollouts = Rollouts(envs, seed=training_seed(args.seed, 0, log.steps))
     steps = log.steps
     try:
@@ -405,19 +415,35 @@ def validation_seed(evals_done: int, episodes: int) -> int:
 
 
 # --------------------------------------------------------------------------- the environment
-def make_env(render_mode: str | None = None) -> gym.Env:
+@functools.cache
+def game_actions(env_id: str) -> tuple[str, ...]:
+    """The game's minimal action set, in the order both env makers use (KungFuMaster: 14)."""
+    env = gym.make(env_id, full_action_space=False)
+    actions = tuple(env.unwrapped.get_action_meanings())
+    env.close()
+    return actions
+
+
+def game_name(env_id: str) -> str:
+    """Short name for run folders and shipped weights: ALE/Pong-v5 -> pong (KungFuMaster: kungfu)."""
+    name = env_id.split("/")[-1].split("-")[0].lower()
+    return "kungfu" if name == "kungfumaster" else name
+
+
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One env for --play, preprocessed by Gymnasium's wrappers exactly as make_vector_env does it
     in C++: max of the last two frames, 42x42 grayscale, 4 frames stacked (zeros before the first)."""
-    env = gym.make(ENV_ID, frameskip=1, repeat_action_probability=STICKY_ACTIONS,
+    env = gym.make(env_id, frameskip=1, repeat_action_probability=STICKY_ACTIONS,
                    full_action_space=False, max_num_frames_per_episode=MAX_FRAMES, render_mode=render_mode)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=FRAME_SIZE,
                                           grayscale_obs=True)
     return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
 
 
-def make_vector_env(num_envs: int, num_threads: int = 1) -> AtariVectorEnv:
+def make_vector_env(env_id: str, num_envs: int, num_threads: int = 1) -> AtariVectorEnv:
     """num_envs games stepped by ale-py in C++ threads; observations [num_envs, 4, 42, 42] uint8."""
-    return AtariVectorEnv(ROM, num_envs=num_envs, num_threads=num_threads,
+    rom = gym.spec(env_id).kwargs["game"]  # ALE/KungFuMaster-v5 -> kung_fu_master
+    return AtariVectorEnv(rom, num_envs=num_envs, num_threads=num_threads,
                           repeat_action_probability=STICKY_ACTIONS, frameskip=FRAME_SKIP,
                           max_num_frames_per_episode=MAX_FRAMES, full_action_space=False,
                           img_height=FRAME_SIZE, img_width=FRAME_SIZE, grayscale=True, stack_num=FRAME_STACK,
@@ -432,14 +458,14 @@ def make_vector_env(num_envs: int, num_threads: int = 1) -> AtariVectorEnv:
 
 
 # --------------------------------------------------------------------------- evaluation and play
-def evaluate(model: ActorCritic, episodes: int, seed: int, greedy: bool = False,
+def evaluate(model: ActorCritic, env_id: str, episodes: int, seed: int, greedy: bool = False,
              verbose: bool = False) -> list[float]:
     """Raw scores of `episodes` full games under the protocol, seeds seed, seed+1, ...
 
     Actions are sampled from the policy, as in training, unless greedy: the argmax policy of an
     A3C agent can lock into a loop that the sampled one walks out of (the README has numbers).
     The games run side by side in one vector env, so each step is one batched forward pass."""
-    envs = make_vector_env(episodes, num_threads=2)
+    envs = make_vector_env(env_id, episodes, num_threads=2)
     obs, _ = envs.reset(seed=seed)
     state = model.initial_state(episodes)
     generator = torch.Generator().manual_seed(seed)  # the sampled actions are seeded too
@@ -465,11 +491,12 @@ def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def play(model: ActorCritic, episodes: int, seed: int, video: Path, video_steps: int, greedy: bool) -> None:
+def play(model: ActorCritic, env_id: str, episodes: int, seed: int, video: Path, video_steps: int,
+         greedy: bool) -> None:
     """Games in a window, or, without a display, recorded to a GIF (the first
     video_steps agent steps of each game; the game itself plays to its end for the score)."""
     headless = not has_display()
-    env = make_env(render_mode="rgb_array" if headless else "human")
+    env = make_env(env_id, render_mode="rgb_array" if headless else "human")
     frames, generator = [], torch.Generator().manual_seed(seed)
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -544,7 +571,7 @@ class TrainingLog:
         if self.steps >= self.next_row:
             self.next_row += self.log_every
             self.write_losses()
-        budget_used = min(1.0, max(self.steps / self.args.max_steps, self.seconds / self.args.max_seconds))
+        budget_used = min(1.0, self.steps / self.args.max_steps)  # the same schedule on any machine
         if self.args.lr_schedule == "linear":  # falls to 0 at the end of the budget, as in the A3C paper
             self.optimizer.lr.fill_(self.args.lr * (1.0 - budget_used))
         if self.steps >= self.next_eval:
@@ -552,7 +579,7 @@ class TrainingLog:
             self.validate()
         self.bar.set_postfix(score=f"{np.mean(self.recent) if self.recent else 0:.0f}",
                              eval=f"{self.best_eval:.0f}", ent=f"{self.entropy:.2f}", refresh=False)
-        return self.solved or budget_used >= 1.0
+        return self.solved or budget_used >= 1.0 or self.seconds >= self.args.max_seconds
 
     def write_losses(self) -> None:
         """One CSV row with the loss terms averaged over the updates since the last row."""
@@ -571,10 +598,10 @@ class TrainingLog:
     def validate(self) -> None:
         """Games on fresh validation seeds, sampling from the policy (see evaluate); keep the best weights."""
         # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
-        eval_model = build_model(self.args.hidden, self.args.core)
+        eval_model = build_model(self.args)
         eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
         seed = validation_seed(self.evals_done, self.args.eval_episodes)
-        returns = evaluate(eval_model, self.args.eval_episodes, seed)
+        returns = evaluate(eval_model, self.args.env_id, self.args.eval_episodes, seed)
         self.evals_done += 1
         mean = float(np.mean(returns))
         self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
@@ -600,7 +627,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
     Written to a temp file, flushed to disk and renamed, so an interrupted save never destroys
     the previous checkpoint."""
     checkpoint = {
-        "env_id": ENV_ID, "model": model.state_dict(),
+        "env_id": log.args.env_id, "model": model.state_dict(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(log.args).items()},
         "steps": log.steps, "episodes": log.episodes, "seconds": log.seconds,
         "best_eval": log.best_eval, "evals_done": log.evals_done,
@@ -616,9 +643,9 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
     os.replace(tmp, path)
 
 
-def load(path: Path) -> tuple[ActorCritic, dict]:
-    """The model saved at `path` and the whole checkpoint (its args, counters and perhaps the
-    optimizer state); a CheckpointError with a one-line reason if that is not possible."""
+def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
+    """The model saved at `path` for game env_id and the whole checkpoint (its args, counters and
+    perhaps the optimizer state); a CheckpointError with a one-line reason if that is not possible."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -627,9 +654,12 @@ def load(path: Path) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
-    if checkpoint.get("env_id") != ENV_ID:
-        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {ENV_ID}")
-    model = build_model(checkpoint["args"].get("hidden", 256), checkpoint["args"].get("core", "ff"))
+    if checkpoint.get("env_id") != env_id:
+        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id} "
+                              f"(pass --env-id {checkpoint.get('env_id')})")
+    saved = checkpoint["args"]
+    model = build_model(argparse.Namespace(env_id=env_id, hidden=saved.get("hidden", 256),
+                                           core=saved.get("core", "ff")))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -637,9 +667,9 @@ def load(path: Path) -> tuple[ActorCritic, dict]:
     return model, checkpoint
 
 
-def newest_run() -> Path | None:
-    """The best checkpoint of the newest run under runs/, if there is one."""
-    trained = sorted(RUNS.glob("kungfu_*/model.pt"), key=lambda p: p.stat().st_mtime)
+def newest_run(env_id: str) -> Path | None:
+    """The best checkpoint of the newest run of this game under runs/, if there is one."""
+    trained = sorted(RUNS.glob(f"{game_name(env_id)}_*/model.pt"), key=lambda p: p.stat().st_mtime)
     return trained[-1] if trained else None
 
 
@@ -652,7 +682,7 @@ def paths_for(checkpoint: Path) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- the plot
-def plot_curve(csv_path: Path, png_path: Path) -> None:
+def plot_curve(csv_path: Path, png_path: Path, env_id: str) -> None:
     """Scores against frames and wall time (top); the loss terms and updates/s (bottom)."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
@@ -692,7 +722,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
     twin.plot([p[0] * million_frames for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
     twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
-    fig.suptitle(f"A3C on {ENV_ID}")
+    fig.suptitle(f"A3C on {env_id}")
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)
     fig.savefig(png_path, dpi=90)
@@ -717,11 +747,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--play", action="store_true",
                       help="show the agent in a window; writes a GIF when there is no display")
     what.add_argument("--eval", action="store_true", help="evaluation games; print each score and mean/std")
+    parser.add_argument("--env-id", default=DEFAULT_ENV_ID,
+                        help="any ALE v5 game, e.g. ALE/Pong-v5, ALE/Breakout-v5 (its minimal action set)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="--train: where to save the best weights (metrics, curve and last "
                              "checkpoint go beside it); --play/--eval/--resume: what to load. "
-                             "Default: a new runs/ folder for --train; the newest runs/kungfu_*/model.pt "
-                             "for --resume; that, else the shipped pretrained/kungfu.pt, for the others")
+                             "Default: a new runs/ folder for --train; the newest runs/GAME_*/model.pt "
+                             "for --resume; that, else the shipped pretrained/GAME.pt, for the others")
     parser.add_argument("--resume", action="store_true",
                         help="with --train: continue a run from its model_last.pt: model, optimizer, "
                              "counters and hyperparameters; flags you type win, except ones that "
@@ -754,6 +786,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="linear: the learning rate falls to 0 at the end of the budget (--max-steps or "
                          "--max-seconds, whichever comes first)")
     hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
+    hp.add_argument("--normalize-advantages", action=argparse.BooleanOptionalAction, default=False,
+                    help="scale each update's advantages to mean 0, std 1")
+    hp.add_argument("--init", choices=["orthogonal", "torch"], default="torch",
+                    help="orthogonal: gain sqrt(2) in the torso, 0.01 on the policy head; torch: its defaults")
     hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
     hp.add_argument("--max-grad-norm", type=float, default=0.5, help="clip each update's gradient norm to this")
     hp.add_argument("--epsilon", type=float, default=0.0,
@@ -765,10 +801,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "whose state is carried across rollouts and reset when a game starts")
 
     budget = parser.add_argument_group("stopping and evaluation")
-    budget.add_argument("--max-steps", type=int, default=50_000_000,
-                        help="stop after this many agent steps (4 frames each)")
-    budget.add_argument("--max-seconds", type=float, default=7200.0,
-                        help="stop after this much wall time, earlier runs joined by --resume included")
+    budget.add_argument("--max-steps", type=int, default=10_000_000,
+                        help="the budget: stop after this many agent steps (4 frames each); the "
+                             "learning-rate schedule runs over it")
+    budget.add_argument("--max-seconds", type=float, default=math.inf,
+                        help="also stop after this much wall time, earlier runs joined by --resume included")
     budget.add_argument("--eval-every", type=int, default=1_000_000, help="evaluation every this many steps")
     budget.add_argument("--eval-episodes", type=int, default=8, help="games per evaluation")
     budget.add_argument("--solve-score", type=float, default=math.inf,
@@ -777,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # a typed flag that differs from a resumed run's would give a network that does not match its weights
-ARCHITECTURE = ("hidden", "core")
+ARCHITECTURE = ("env_id", "hidden", "core")
 NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}
 
 
@@ -787,11 +824,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume:
         if not args.train:
             parser.error("--resume goes with --train")
-        run = args.checkpoint or newest_run()  # never the shipped checkpoint, unless named
+        run = args.checkpoint or newest_run(args.env_id)  # never the shipped checkpoint, unless named
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
-            _, checkpoint = load(resume_point(run))
+            _, checkpoint = load(resume_point(run), args.env_id)
         except CheckpointError as error:
             parser.error(str(error))
         # the saved arguments become the defaults, so only the flags typed now override them
@@ -803,6 +840,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} does not match the run's "
                              f"{saved[name]}; a resumed run keeps its network")
         args.checkpoint = run
+    try:
+        gym.spec(args.env_id).kwargs["game"]
+    except (gym.error.Error, KeyError):
+        parser.error(f"--env-id {args.env_id} is not an ALE game id (e.g. ALE/Pong-v5)")
     if args.seed is None:
         args.seed = 0 if args.train else TEST_SEED
     if args.episodes is None:
@@ -836,15 +877,16 @@ def train(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     if args.resume:
         resume_from = resume_point(args.checkpoint)
-        model, checkpoint = load(resume_from)
+        model, checkpoint = load(resume_from, args.env_id)
         if "optimizer" not in checkpoint:  # a best model.pt holds weights only
             raise CheckpointError(f"{resume_from} has no optimizer state to resume from")
         start.update({k: checkpoint[k] for k in start})
         print(f"resuming from {resume_from} at step {start['steps']}")
     else:
-        model = build_model(args.hidden, args.core)
+        model = build_model(args)
         if args.checkpoint is None:
-            args.checkpoint = RUNS / f"kungfu_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
+            run = f"{game_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+            args.checkpoint = RUNS / run / "model.pt"
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
 
@@ -867,12 +909,12 @@ def train(args: argparse.Namespace) -> int:
         save_checkpoint(paths["last"], model, optimizer, log)
     if not paths["best"].exists():  # stopped before the first evaluation
         save_checkpoint(paths["best"], model, None, log)
-    plot_curve(paths["csv"], paths["png"])
+    plot_curve(paths["csv"], paths["png"], args.env_id)
     if failure is not None:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
               f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
         return 1
-    print(f"best evaluation {log.best_eval:.0f} after {log.steps} steps ({4 * log.steps / 1e6:.1f}M frames), "
+    print(f"best evaluation {log.best_eval:.0f} after {log.steps} steps ({FRAME_SKIP * log.steps / 1e6:.1f}M frames), "
           f"{log.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
     return 0
 
@@ -902,14 +944,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train:
             return train(args)
-        path = args.checkpoint or newest_run() or PRETRAINED
-        model, checkpoint = load(path)
+        path = args.checkpoint or newest_run(args.env_id) or PRETRAINED / f"{game_name(args.env_id)}.pt"
+        model, checkpoint = load(path, args.env_id)
         print(f"loaded {path} (trained {checkpoint['steps']} steps)")
         if args.eval:
-            returns = evaluate(model, args.episodes, args.seed, args.greedy, verbose=True)
+            returns = evaluate(model, args.env_id, args.episodes, args.seed, args.greedy, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
-            play(model, args.episodes, args.seed, args.video, args.video_steps, args.greedy)
+            play(model, args.env_id, args.episodes, args.seed, args.video, args.video_steps, args.greedy)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
