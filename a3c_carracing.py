@@ -30,7 +30,7 @@ never sees are not drawn, and a drawn frame skips the polygons that are off scre
 checks that the pixels are the stock env's.
 
 Seeds: training envs play tracks from seeds below 500,000 (derived from --seed, the worker and
-the step count, so a resumed run plays new tracks); the evaluations during training always play
+the step count, so a resumed run plays new tracks); the validations during training always play
 the same tracks, seeds 500,000 and up; --eval and --play default to seeds from 1,000,000, tracks
 that no training run sees. Hogwild updates are not bit-reproducible, even with --seed.
 
@@ -38,8 +38,8 @@ Modes (--mode):
     processes  real A3C: worker processes update a model in shared memory (the default)
     batch      one learner steps one vector of environments in lock-step (synchronous A2C)
 
-The file reads top to bottom: the network, the loss, the worker and what it uses, the two
-modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
+The file reads top to bottom: the settings, the network, the loss, the worker and what it uses,
+the modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
 """
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ import signal
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -67,20 +69,71 @@ from tqdm import tqdm
 from a3c_util import entropy_from_logits, gae_advantages
 
 ENV_ID = "CarRacing-v3"
-PRETRAINED = Path(__file__).parent / "pretrained" / "carracing.pt"
+PRETRAINED = Path(__file__).parent / "pretrained"
 RUNS = Path("runs")
 MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 1000, 64, 4  # CarRacing-v3's time limit; the agent's view
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
+# Discrete control. Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
+# right, gas 0.2, brake. The other sets are [steer, gas, brake] vectors for the continuous env:
+# the tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the
+# gas on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
+ACTION_SETS = {
+    "gymnasium": ["nothing", "left", "right", "gas", "brake"],
+    "tutorial": {"left": [-0.8, 0.0, 0.0], "right": [0.8, 0.0, 0.0], "gas": [0.0, 0.1, 0.0], "brake": [0.0, 0.0, 0.6]},
+    "steer-gas": {"nothing": [0.0, 0.0, 0.0], "left": [-0.6, 0.0, 0.0], "right": [0.6, 0.0, 0.0],
+                  "gas": [0.0, 0.5, 0.0], "brake": [0.0, 0.0, 0.8],
+                  "left-gas": [-0.6, 0.2, 0.0], "right-gas": [0.6, 0.2, 0.0]},
+}
+
+
+def default_workers() -> int:
+    """One worker per core this process may use, at most 8: each worker keeps one core busy,
+    more workers than cores only adds switching, and beyond 8 this script was never measured."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+# --------------------------------------------------------------------------- the settings
+# Every hyperparameter, its default and what it means. The command-line flags are made from this
+# table (rollout_len is --rollout-len), so `args.gamma` in the loss is `gamma` here.
+SETTINGS = {
+    "actions": ("gymnasium", "the discrete action set (see ACTION_SETS)", tuple(ACTION_SETS)),
+    "action_repeat": (4, "frames each action is held for"),
+    "workers": (default_workers(), "worker processes: one per core, at most 8"),
+    "envs_per_worker": (2, "environments each worker steps, with one batched forward pass"),
+    "num_envs": (4, "--mode batch: environments in the one vector"),
+    "rollout_len": (20, "n: steps per update per environment (t_max), the length of backpropagation through time"),
+    "gamma": (0.99, "discount factor"),
+    "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
+    "lr": (1e-4, "Adam learning rate (the tutorial's; at the start, with --lr-schedule linear)"),
+    "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
+    "entropy_coef": (0.01, "weight of the entropy bonus"),
+    "value_coef": (0.5, "weight of the critic's squared error"),
+    "max_grad_norm": (40.0, "clip each update's gradient norm to this"),
+    "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
+    "reward_scale": (0.1, "training sees reward * this (raw scores are logged); scaling keeps fast driving "
+                          "worth more, which clipping to [-1, 1] would not"),
+    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi; makes the update "
+                     "off-policy (the loss treats those actions as pi's)"),
+    "hidden": (256, "units of the GRU core"),
+    "patience": (50, "training only: end an episode after this many agent steps in a row with negative reward"),
+    "max_steps": (10_000_000, "the budget: stop after this many agent steps"),
+    "max_seconds": (4 * 3600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
+    "eval_every": (100_000, "validation every this many agent steps"),
+    "eval_episodes": (8, "greedy episodes per validation, on the same validation tracks every time"),
+    "solve_score": (math.inf, "stop once a validation's mean return reaches this"),
+}
+ARCHITECTURE = ("actions", "hidden", "action_repeat")  # a resumed run keeps them: its weights are made for them
 
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
     """Conv trunk (64 -> 31 -> 15 -> 7 -> 3 pixels), a GRU core, policy and value heads.
 
-    step() takes one frame stack per env and the GRU state h, and returns logits, V(s) and the
-    new h. The trunk has no memory, so for the loss it runs once over a whole rollout (encode)
-    and only the GRU steps through time."""
+    step() takes one frame stack per env and the GRU state, and returns logits, V(s) and the
+    new state. The trunk has no memory, so the loss runs it once over a whole rollout (encode)
+    and steps only the GRU through time (unroll)."""
 
     def __init__(self, in_channels: int, n_actions: int, hidden: int):
         super().__init__()
@@ -93,56 +146,70 @@ class ActorCritic(nn.Module):
         self.core = nn.GRUCell(32 * 3 * 3, hidden)
         self.policy = nn.Linear(hidden, n_actions)
         self.value = nn.Linear(hidden, 1)
-        self.hidden = hidden
+        self.state_size = hidden
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.body(obs.float() / 255.0)
 
-    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.policy(h), self.value(h).squeeze(-1)
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.policy(features), self.value(features).squeeze(-1)
 
-    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.core(self.encode(obs), h)
-        return (*self.heads(h), h)
+    def core_step(self, features: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the GRU: its output is its new state."""
+        state = self.core(features, state)
+        return state, state
+
+    def step(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Policy logits [N, A], values V(s) [N] and the new state, for uint8 frames [N, 4, 64, 64]."""
+        output, state = self.core_step(self.encode(obs), state)
+        return (*self.heads(output), state)
+
+    def unroll(self, features: torch.Tensor, state: torch.Tensor, starts: np.ndarray):
+        """The core over a rollout's features [T, N, F] from `state`, reset where an episode starts
+        (starts[t] = 1): outputs [T, N, H] and the state after each step [T, N, H]."""
+        outputs, states = [], []
+        for t in range(len(features)):  # backpropagation through the rollout: the core steps through time
+            output, state = self.core_step(features[t], state * (1.0 - torch.as_tensor(starts[t])).unsqueeze(-1))
+            outputs.append(output)
+            states.append(state)
+        return torch.stack(outputs), torch.stack(states)
 
     def initial_state(self, num_envs: int) -> torch.Tensor:
-        return torch.zeros(num_envs, self.hidden)
+        return torch.zeros(num_envs, self.state_size)
 
 
-def build_model(actions: str, hidden: int) -> ActorCritic:
-    return ActorCritic(FRAME_STACK, len(ACTION_SETS[actions]), hidden)
+def build_model(args: argparse.Namespace) -> ActorCritic:
+    return ActorCritic(FRAME_STACK, len(ACTION_SETS[args.actions]), args.hidden)
 
 
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
-def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, h0,
+def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, state0,
              args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
     """The A3C loss of one rollout, and its terms (policy loss, value loss, entropy) for the log.
 
-    Arrays are [T, N] per step, obs [T, N, 4, 64, 64]; starts[t] = 1 where an episode begins at
-    step t; h0 is the GRU state before the rollout's first step."""
+    Arrays are [T, N] per step, obs [T, N, 4, H, W]; starts[t] = 1 where an episode begins at
+    step t; state0 is the core's state before the rollout's first step."""
     T, N = rewards.shape
     features = model.encode(torch.as_tensor(obs).flatten(0, 1)).view(T, N, -1)
-    h, hs = h0, []
-    for t in range(T):  # backpropagation through the rollout: the GRU steps through time
-        h = model.core(features[t], h * (1.0 - torch.as_tensor(starts[t])).unsqueeze(-1))  # reset at episode start
-        hs.append(h)
-    hs = torch.stack(hs)
-    logits, values = model.heads(hs)
+    outputs, states = model.unroll(features, state0, starts)
+    logits, values = model.heads(outputs)
     # V(s_{t+1}) is the next row's V(s_t), except after the last step and where an episode was
-    # cut (its final frame is not in obs): there one more GRU step from h_t gives it.
+    # cut by a time limit (its final frame is not in obs): there one more step from state_t gives it.
     next_values = np.empty((T, N), np.float32)
     next_values[:-1] = values[1:].detach().numpy()
     own = np.zeros((T, N), dtype=bool)
     own[-1] = True
     own |= truncated > 0
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
-        h_after = model.core(model.encode(torch.as_tensor(next_obs[own])), hs[torch.as_tensor(own)])
-        next_values[own] = model.heads(h_after)[1].numpy()
+        output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[own])), states[torch.as_tensor(own)])
+        next_values[own] = model.heads(output)[1].numpy()
     # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
     # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
+    if args.normalize_advantages:  # one scale for the policy gradient, whatever the rewards' scale
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     # 4. the loss
     log_probs = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(actions).unsqueeze(-1)).squeeze(-1)
     policy_loss = -(log_probs * advantages).mean()
@@ -153,83 +220,75 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
 
 
 # --------------------------------------------------------------------------- the worker
-def worker(rank: int, seed: int, args: argparse.Namespace, shared_model: ActorCritic, optimizer: SharedAdam,
-           global_steps, stop, episode_returns, loss_sums, errors, parent_pid: int) -> None:
-    """One A3C worker process, stepping its own small vector of envs (the docstring's steps 1-5)."""
-    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
-    ignore_parents_signals()
-    try:
-        torch.manual_seed(seed)
-        envs = make_vector_env(args, args.envs_per_worker, training=True)
-        rollouts = Rollouts(envs, seed=seed)
-        local_model = build_model(args.actions, args.hidden)
-        # stop when told, or when the parent is gone (killed without a chance to tell us)
-        while not stop.is_set() and os.getppid() == parent_pid:
-            local_model.load_state_dict(shared_model.state_dict())  # 1. theta' <- theta
-            rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-            for score in finished:
-                episode_returns.put(score)
-            loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
-            local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
-            if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
-                raise FloatingPointError(f"the loss or its gradient is not finite (loss {loss.item()})")
-            # 5. no lock: each process has its own .grad; the weights and Adam state are shared (Hogwild)
-            hand_over_gradients(local_model, shared_model)
-            optimizer.step()  # updates the shared weights and the shared Adam moments
-            add_to(loss_sums, [*terms, grad_norm])
-            with global_steps.get_lock():
-                global_steps.value += args.rollout_len * args.envs_per_worker
-        envs.close()
-    except Exception:  # the parent prints it, saves and stops the run
-        errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
-        sys.exit(1)
+def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
+    """One A3C worker, the docstring's steps 1-5 on its own small vector of environments."""
+    envs = make_vector_env(args, args.envs_per_worker, training=True)
+    rollouts = Rollouts(envs, seed=seed)
+    local_model = build_model(args)
+    while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):  # (parent gone: leave)
+        local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
+        rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
+        loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
+        grad_norm = update_shared_model(loss, local_model, shared, args)  # 5.
+        report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
+    envs.close()
 
 
 # --------------------------------------------------------------------------- what the worker uses
+class Shared(NamedTuple):
+    """What the workers share with each other and with the parent, as one bundle."""
+    model: nn.Module  # the shared weights, in shared memory
+    optimizer: SharedAdam  # its step count and moments are in shared memory too
+    global_steps: Any = None  # agent steps taken by all workers together
+    stop: Any = None  # an Event: the parent tells every worker to leave its loop
+    episode_returns: Any = None  # a queue of the raw returns of finished episodes, for the log
+    loss_sums: Any = None  # running sums of the loss terms, for the log (see add_to)
+    errors: Any = None  # a queue for a failed worker's traceback
+    parent_pid: int | None = None  # a worker process leaves when its parent is gone; None for threads
+    update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
+
+
+ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,  # what
+                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}  # collect() gives a3c_loss
+
+
 class Rollouts:
     """Steps a vector of envs with a model; keeps each env's raw return and GRU state across rollouts."""
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int):
         self.envs, self.rng = envs, np.random.default_rng(seed)
         self.obs, _ = envs.reset(seed=seed)  # env i plays the track of seed + i, then tracks its own RNG picks
-        self.h = None  # the GRU state, made by the first collect()
+        self.state = None  # the GRU state, made by the first collect()
         self.starts = np.ones(envs.num_envs, np.float32)  # every env begins an episode
         self.scores = np.zeros(envs.num_envs)
 
     def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
-        """n steps of every env: the rollout arrays [T, N] (and h0) and the raw returns of finished episodes."""
-        if self.h is None:
-            self.h = model.initial_state(self.envs.num_envs)
-        h0 = self.h  # where backpropagation through this rollout starts (no gradient before it)
-        rollout = {k: [] for k in ROLLOUT_DTYPES}
+        """n steps of every env: the rollout arrays [T, N] (and state0) and the raw returns of finished episodes."""
+        if self.state is None:
+            self.state = model.initial_state(self.envs.num_envs)
+        state0 = self.state  # where backpropagation through this rollout starts (no gradient before it)
+        steps = []
         finished = []
         for _ in range(args.rollout_len):
             with torch.no_grad():
-                h = self.h * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new episode forgets
-                logits, _, self.h = model.step(torch.as_tensor(self.obs), h)
+                state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new episode forgets
+                logits, _, self.state = model.step(torch.as_tensor(self.obs), state)
             actions = act(logits, args.epsilon, self.rng)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
-            real_next_obs = next_obs.copy()
+            real_next_obs = next_obs.copy()  # where an episode ended, its final obs (not the reset one)
             if done.any():
                 real_next_obs[done] = np.stack(info["final_obs"][done])
             # training sees scaled rewards (ratios kept: two tiles are worth twice one); scores stay raw
-            for key, value in zip(ROLLOUT_DTYPES, (self.obs, actions, rewards * args.reward_scale, real_next_obs,
-                                                   terminated, truncated, self.starts)):
-                rollout[key].append(value)
+            steps.append(dict(obs=self.obs, actions=actions, rewards=rewards * args.reward_scale,
+                              next_obs=real_next_obs, terminated=terminated, truncated=truncated, starts=self.starts))
             self.scores += rewards
             finished += self.scores[done].tolist()
             self.scores[done] = 0.0
             self.starts = done.astype(np.float32)
             self.obs = next_obs
-        rollout = {k: np.asarray(v, dtype=ROLLOUT_DTYPES[k]) for k, v in rollout.items()}
-        return {**rollout, "h0": h0}, finished
-
-
-ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,
-                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}
+        rollout = {key: np.asarray([step[key] for step in steps], dtype) for key, dtype in ROLLOUT_DTYPES.items()}
+        return {**rollout, "state0": state0}, finished
 
 
 def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -242,6 +301,21 @@ def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.nd
         explore = rng.random(actions.shape) < epsilon
         actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
     return actions
+
+
+def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
+    """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
+    shared optimizer (a single learner passes the shared model as its local copy); the gradient
+    norm before clipping, for the log."""
+    local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
+    if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
+        raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
+    with shared.update_lock:  # Hogwild: processes apply their updates without a lock
+        hand_over_gradients(local_model, shared.model)
+        shared.optimizer.step()  # updates the shared weights and the shared Adam moments
+    return grad_norm
 
 
 def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
@@ -259,10 +333,10 @@ class SharedAdam:
     """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory.
 
     Shared between all workers: the step count t, the moments m and v, and the learning rate
-    (the parent lowers it as the budget is used), like the weights themselves. An optimizer
-    created inside each worker would silently give every worker its own moments. Written out
-    rather than subclassing torch.optim.Adam: the maths fits in a few lines, and torch.optim's
-    first use costs a second of start-up (it imports torch._dynamo).
+    (set by learning_rate() below), like the weights themselves. An optimizer created inside
+    each worker would silently give every worker its own moments. Written out rather than
+    subclassing torch.optim.Adam: the maths fits in a few lines, and torch.optim's first use
+    costs a second of start-up (it imports torch._dynamo).
     """
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
@@ -284,10 +358,6 @@ class SharedAdam:
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
             p.addcdiv_(m, v.sqrt().add_(self.eps), value=-step_size)  # theta <- theta - lr m / sqrt(v)
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
     def state_dict(self) -> dict:
         return {"t": self.t, "m": self.m, "v": self.v}
 
@@ -297,104 +367,74 @@ class SharedAdam:
             mine.copy_(saved)
 
 
-def add_to(loss_sums, values: list[float]) -> None:
+def learning_rate(args: argparse.Namespace, steps: int) -> float:
+    """The schedule: constant, or falling linearly to 0 at --max-steps (the A3C paper's)."""
+    return args.lr * (1.0 if args.lr_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
+
+
+def report(shared: Shared, finished: list[float], terms: list[float], steps: int) -> None:
+    """Tell the parent: the raw returns of finished episodes, one update's loss terms, the steps taken."""
+    for episode_return in finished:
+        shared.episode_returns.put(episode_return)
+    add_to(shared.loss_sums, terms)
+    with shared.global_steps.get_lock():
+        shared.global_steps.value += steps
+
+
+def add_to(loss_sums, terms: list[float]) -> None:
     """Add one update's loss terms to the running sums the log averages (the last slot counts updates)."""
     with loss_sums.get_lock():
-        for i, value in enumerate(values):
+        for i, value in enumerate(terms):
             loss_sums[i] += value
-        loss_sums[len(values)] += 1
+        loss_sums[len(terms)] += 1
 
 
-# --------------------------------------------------------------------------- the two modes
-def train_processes(args, model, optimizer, log) -> None:
+# --------------------------------------------------------------------------- the modes
+def train_processes(args, model, optimizer, run) -> None:
     """A3C proper: worker processes run asynchronously against the shared model."""
     # fork starts workers without importing torch again; macOS and Windows use their default, spawn
     ctx = mp.get_context("fork" if sys.platform == "linux" else None)
-    global_steps, stop = ctx.Value("q", log.steps), ctx.Event()
-    episode_returns, errors = ctx.SimpleQueue(), ctx.SimpleQueue()
+    shared = Shared(model, optimizer, global_steps=ctx.Value("q", run.steps), stop=ctx.Event(),
+                    episode_returns=ctx.SimpleQueue(), loss_sums=run.log.loss_sums, errors=ctx.SimpleQueue(),
+                    parent_pid=os.getpid())
     model.share_memory()  # the weights every worker reads and writes
-    workers = [ctx.Process(target=worker, daemon=True,
-                           args=(rank, training_seed(args.seed, rank, log.steps), args, model, optimizer,
-                                 global_steps, stop, episode_returns, log.loss_sums, errors, os.getpid()))
+    workers = [ctx.Process(target=run_worker, daemon=True,
+                           args=(worker, rank, training_seed(args.seed, rank, run.steps), args, shared))
                for rank in range(args.workers)]
     for w in workers:
         w.start()
     try:
         while True:
-            while not episode_returns.empty():
-                log.episode(episode_returns.get())
-            check_alive(workers, errors)
-            if log.progress(global_steps.value):
+            while not shared.episode_returns.empty():
+                run.episode(shared.episode_returns.get())
+            check_alive(workers, shared.errors)
+            if run.tick(shared.global_steps.value):
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
     finally:
-        stop.set()  # also on Ctrl-C, SIGTERM, SIGHUP, a failure: every worker sees it and leaves its loop
-        for w in workers:
-            w.join(timeout=10)
-            if w.is_alive():
-                w.terminate()
+        stop_workers(workers, shared.stop)
 
 
-def train_batch(args, model, optimizer, log) -> None:
-    """Synchronous A2C: one learner, one forward pass for the whole vector of envs."""
-    torch.set_num_threads(1)
+def train_batch(args, model, optimizer, run) -> None:
+    """Synchronous A2C: one learner, one forward pass for a whole vector of environments."""
     envs = make_vector_env(args, args.num_envs, training=True)
-    rollouts = Rollouts(envs, seed=training_seed(args.seed, 0, log.steps))
-    steps = log.steps
+    rollouts = Rollouts(envs, seed=training_seed(args.seed, 0, run.steps))
+    shared = Shared(model, optimizer)  # one learner: the "local" model is the shared one
     try:
         while True:
             rollout, finished = rollouts.collect(model, args)
-            for score in finished:
-                log.episode(score)
             loss, terms = a3c_loss(model, **rollout, args=args)
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
-            if not math.isfinite(grad_norm):
-                raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
-            optimizer.step()
-            add_to(log.loss_sums, [*terms, grad_norm])
-            steps += args.rollout_len * args.num_envs
-            if log.progress(steps):
+            grad_norm = update_shared_model(loss, model, shared, args)
+            add_to(run.log.loss_sums, [*terms, grad_norm])
+            for episode_return in finished:
+                run.episode(episode_return)
+            if run.tick(run.steps + args.rollout_len * args.num_envs):
                 break
     finally:
         envs.close()
 
 
-def check_alive(workers: list, errors) -> None:
-    """A worker must not die silently and leave the others training without it: raise
-    TrainingFailed with its traceback."""
-    dead = [w for w in workers if not w.is_alive()]
-    if dead:
-        raise TrainingFailed(errors.get() if not errors.empty() else
-                             f"a worker died with exit code {dead[0].exitcode} (killed for memory?)")
-
-
-def training_seed(seed: int, rank: int, steps: int) -> int:
-    """The first track seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
-    return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
-
-
-def validation_seed(evals_done: int, episodes: int) -> int:
-    """The first track of every evaluation during training: the same tracks each time, because
-    tracks differ a lot in difficulty and only the same ones show whether the driver improved
-    (the other scripts play fresh seeds from the arguments; here they are unused)."""
-    return VALIDATION_SEED
-
-
 # --------------------------------------------------------------------------- the environment
-# Discrete control. Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
-# right, gas 0.2, brake. The other sets are [steer, gas, brake] vectors for the continuous env:
-# the tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the
-# gas on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
-ACTION_SETS = {
-    "gymnasium": ["nothing", "left", "right", "gas", "brake"],
-    "tutorial": {"left": [-0.8, 0.0, 0.0], "right": [0.8, 0.0, 0.0], "gas": [0.0, 0.1, 0.0], "brake": [0.0, 0.0, 0.6]},
-    "steer-gas": {"nothing": [0.0, 0.0, 0.0], "left": [-0.6, 0.0, 0.0], "right": [0.6, 0.0, 0.0],
-                  "gas": [0.0, 0.5, 0.0], "brake": [0.0, 0.0, 0.8],
-                  "left-gas": [-0.6, 0.2, 0.0], "right-gas": [0.6, 0.2, 0.0]},
-}
-
 # The stock env's grass squares, built exactly as its _render_road builds them every frame.
 GRASS_POLYS = [[(GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + 0), (GRASS_DIM * x + 0, GRASS_DIM * y + 0),
                 (GRASS_DIM * x + 0, GRASS_DIM * y + GRASS_DIM), (GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + GRASS_DIM)]
@@ -549,31 +589,34 @@ def make_env(args: argparse.Namespace, render_mode: str | None = None, fast: boo
     return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
 
 
-def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.SyncVectorEnv:
-    # SAME_STEP autoreset: a finished env is reset inside step() and its final observation is
-    # handed back in info["final_obs"], which we need to bootstrap a truncation.
+def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.VectorEnv:
+    """num_envs envs stepped in this process; training ones end hopeless episodes early. SAME_STEP
+    autoreset: a finished env is reset inside step() and its final observation is handed back in
+    info["final_obs"], which a truncation bootstraps from."""
     return gym.vector.SyncVectorEnv([lambda: make_env(args, training=training) for _ in range(num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
+
+
 # ===========================================================================================
 # Everything below is plumbing: evaluation and play, the training log, checkpoints, the plot,
-# the command line. The reinforcement learning is all above.
+# the command line and the parent's side of training. The reinforcement learning is all above.
 # ===========================================================================================
 
 
 # --------------------------------------------------------------------------- evaluation and play
-def evaluate(model: ActorCritic, episodes: int, seed: int, args: argparse.Namespace,
+def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
     """Greedy (argmax) raw returns of `episodes` full 1000-frame episodes (no early cut), one
     track per seed: seed, seed+1, ... The episodes run side by side in one vector env."""
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
-    h = model.initial_state(episodes)
+    state = model.initial_state(episodes)
     returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not finished.all():
         with torch.no_grad():
-            logits, _, h = model.step(torch.as_tensor(obs), h)
+            logits, _, state = model.step(torch.as_tensor(obs), state)
         obs, rewards, terminated, truncated, _ = envs.step(logits.argmax(-1).numpy())
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
@@ -584,136 +627,97 @@ def evaluate(model: ActorCritic, episodes: int, seed: int, args: argparse.Namesp
     return returns.tolist()
 
 
-def has_display() -> bool:
-    return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+def play(model: ActorCritic, args: argparse.Namespace) -> None:
+    """Greedy episodes in a window, or, without a display, recorded to GIFs (the first
+    --video-steps agent steps of each)."""
+    headless = not has_display()
+    for episode in range(args.episodes):
+        video = args.video if episode == 0 else args.video.with_name(f"{args.video.stem}_{episode + 1}.gif")
+        episode_return = drive(model, args, args.seed + episode, video=video if headless else None)
+        print(f"episode {episode + 1}: return {episode_return:.1f}")
 
 
-def drive(model: ActorCritic, seed: int, args: argparse.Namespace, render_mode: str | None = None,
-          video: Path | None = None) -> float:
-    """One greedy episode on the track of `seed`; its raw return. With a video path, the first
-    --video-steps agent steps are written there as a GIF."""
-    env = make_env(args, render_mode="rgb_array" if video else render_mode)
+def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path | None = None) -> float:
+    """One greedy episode on the track of `seed`, in a window or, with a video path, recorded to
+    that GIF; its raw return."""
+    env = make_env(args, render_mode="rgb_array" if video else "human")
     obs, _ = env.reset(seed=seed)
-    h = model.initial_state(1)
+    state = model.initial_state(1)
     frames, done, episode_return = [], False, 0.0
     while not done:
         if video and len(frames) < args.video_steps:
             frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
         with torch.no_grad():
-            logits, _, h = model.step(torch.as_tensor(obs).unsqueeze(0), h)
+            logits, _, state = model.step(torch.as_tensor(obs).unsqueeze(0), state)
         obs, reward, terminated, truncated, _ = env.step(logits.argmax().item())
         episode_return += reward
         done = terminated or truncated
     env.close()
     if video:
-        from PIL import Image  # comes with matplotlib
-        video.parent.mkdir(parents=True, exist_ok=True)
-        images = [Image.fromarray(f) for f in frames]
-        # one GIF frame per agent step (4 env frames at 50 fps): 80 ms plays it in real time
-        images[0].save(video, save_all=True, append_images=images[1:], duration=80, loop=0)
+        save_gif(frames, video, milliseconds=80)  # one frame per agent step (4 frames at 50 fps): real time
     return episode_return
 
 
-def play(model: ActorCritic, episodes: int, seed: int, args: argparse.Namespace) -> None:
-    """Greedy episodes in a window, or, without a display, recorded to GIFs."""
-    headless = not has_display()
-    for episode in range(episodes):
-        video = args.video if episode == 0 else args.video.with_name(f"{args.video.stem}_{episode + 1}.gif")
-        episode_return = drive(model, seed + episode, args, render_mode="human", video=video if headless else None)
-        print(f"episode {episode + 1}: return {episode_return:.1f}")
-        if headless:
-            print(f"no display found: wrote {video}")
+def has_display() -> bool:
+    """A window can be opened. Without one, pygame is told to draw off screen (else SDL prints a
+    harmless but alarming XDG_RUNTIME_DIR error)."""
+    display = sys.platform in ("win32", "darwin") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
+    if not display:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    return display
 
 
-# --------------------------------------------------------------------------- training log
-class TrainingFailed(Exception):
-    """A worker died or the loss stopped being a number: the run saves and stops."""
+def save_gif(frames: list, path: Path, milliseconds: int) -> None:
+    from PIL import Image  # comes with matplotlib
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
+    print(f"no display found: wrote {path}")
 
 
+# --------------------------------------------------------------------------- the training log
 class TrainingLog:
-    """Progress bar, metrics CSV, the loss terms, periodic greedy evaluation, best checkpoint,
-    learning-rate schedule and stopping rule."""
+    """The progress bar and the metrics CSV: one row per finished episode, per validation, and
+    per tenth of --eval-every steps with the loss terms averaged over the updates in between."""
 
-    def __init__(self, args, paths, model, optimizer, start):
-        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
-        self.steps, self.episodes = start["steps"], start["episodes"]
-        self.best_eval, self.evals_done = start["best_eval"], start["evals_done"]
-        self.seconds_before = start["seconds"]  # wall time of earlier runs joined by --resume
-        self.started = time.time()
-        self.next_eval = self.steps + args.eval_every
-        self.log_every = max(1, args.eval_every // 10)
-        self.next_row, self.row_started = self.steps + self.log_every, time.time()
-        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the workers add to it (add_to)
-        self.recent, self.entropy = [], math.nan
-        self.solved = False
-        new_file = not paths["csv"].exists()
-        self.csv_file = open(paths["csv"], "a", newline="")
+    def __init__(self, args: argparse.Namespace, csv_path: Path, steps: int):
+        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the learners add to it (add_to)
+        self.every = max(1, args.eval_every // 10)
+        self.next_row, self.row_started, self.recent, self.entropy = steps + self.every, time.time(), [], math.nan
+        new_file = not csv_path.exists()
+        self.csv_file = open(csv_path, "a", newline="")
         self.csv = csv.writer(self.csv_file)
         if new_file:
             self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
                                *LOSS_TERMS, "updates_per_s"])
-        self.bar = tqdm(total=args.max_steps, initial=self.steps, unit="step", dynamic_ncols=True,
+        self.bar = tqdm(total=args.max_steps, initial=steps, unit="step", dynamic_ncols=True,
                         mininterval=1.0, smoothing=0.05)
 
-    @property
-    def seconds(self) -> float:
-        return self.seconds_before + time.time() - self.started
-
-    def episode(self, episode_return: float) -> None:
-        self.episodes += 1
+    def episode(self, steps: int, seconds: float, episode_return: float) -> None:
         self.recent = (self.recent + [episode_return])[-20:]
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", episode_return])
+        self.csv.writerow([steps, f"{seconds:.2f}", episode_return])
         self.csv_file.flush()
 
-    def progress(self, steps: int) -> bool:
-        """Training has reached `steps`: move the bar, log the losses, lower the learning rate,
-        validate and keep the best checkpoint when due. True when training should stop."""
-        self.bar.update(steps - self.steps)
-        self.steps = steps
-        if self.steps >= self.next_row:
-            self.next_row += self.log_every
-            self.write_losses()
-        budget_used = min(1.0, max(self.steps / self.args.max_steps, self.seconds / self.args.max_seconds))
-        if self.args.lr_schedule == "linear":  # falls to 0 at the end of the budget, as in the A3C paper
-            self.optimizer.lr.fill_(self.args.lr * (1.0 - budget_used))
-        if self.steps >= self.next_eval:
-            self.next_eval += self.args.eval_every
-            self.validate()
-        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}",
-                             eval=f"{self.best_eval:.0f}", ent=f"{self.entropy:.2f}", refresh=False)
-        return self.solved or budget_used >= 1.0
+    def validation(self, steps: int, seconds: float, returns: list[float]) -> None:
+        self.csv.writerow([steps, f"{seconds:.2f}", "", f"{np.mean(returns):.1f}", f"{np.std(returns):.1f}"])
+        self.bar.write(f"step {steps}: validation {np.mean(returns):.1f} +- {np.std(returns):.1f}")
 
-    def write_losses(self) -> None:
-        """One CSV row with the loss terms averaged over the updates since the last row."""
-        with self.loss_sums.get_lock():
-            sums = list(self.loss_sums)
-            for i in range(len(sums)):
-                self.loss_sums[i] = 0.0
-        updates, now = sums[-1], time.time()
-        if updates:
-            means = [s / updates for s in sums[:-1]]
-            self.entropy = means[LOSS_TERMS.index("entropy")]
-            self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
-                               f"{updates / (now - self.row_started):.2f}"])
-        self.row_started = now
-
-    def validate(self) -> None:
-        """Greedy episodes on the validation tracks (the same every time); keep the best weights."""
-        # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
-        eval_model = build_model(self.args.actions, self.args.hidden)
-        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
-        seed = validation_seed(self.evals_done, self.args.eval_episodes)
-        returns = evaluate(eval_model, self.args.eval_episodes, seed, self.args)
-        self.evals_done += 1
-        mean = float(np.mean(returns))
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
-        self.bar.write(f"step {self.steps}: greedy evaluation {mean:.0f} +- {np.std(returns):.0f}")
-        if mean >= self.best_eval:
-            self.best_eval = mean
-            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
-        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a recent resume point
-        drive(eval_model, seed, self.args, video=self.paths["videos"] / f"step_{self.steps:09d}.gif")
-        self.solved = mean >= self.args.solve_score
+    def progress(self, steps: int, seconds: float, best_eval: float) -> None:
+        """Move the bar; when a row is due, write the loss terms averaged since the last row."""
+        if steps >= self.next_row:
+            self.next_row += self.every
+            with self.loss_sums.get_lock():
+                sums, self.loss_sums[:] = self.loss_sums[:], [0.0] * len(self.loss_sums)
+            updates, now = sums[-1], time.time()
+            if updates:
+                means = [s / updates for s in sums[:-1]]
+                self.entropy = means[LOSS_TERMS.index("entropy")]
+                self.csv.writerow([steps, f"{seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
+                                   f"{updates / (now - self.row_started):.2f}"])
+            self.row_started = now
+        self.bar.update(steps - self.bar.n)
+        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}", eval=f"{best_eval:.0f}",
+                             ent=f"{self.entropy:.2f}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()
@@ -725,15 +729,15 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or made for something else."""
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, log: TrainingLog) -> None:
+def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, run: Run) -> None:
     """The weights, the arguments and the counters; with an optimizer, everything --resume needs.
     Written to a temp file, flushed to disk and renamed, so an interrupted save never destroys
     the previous checkpoint."""
     checkpoint = {
-        "env_id": ENV_ID, "model": model.state_dict(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(log.args).items()},
-        "steps": log.steps, "episodes": log.episodes, "seconds": log.seconds,
-        "best_eval": log.best_eval, "evals_done": log.evals_done,
+        "env_id": run.args.env_id, "model": model.state_dict(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
+        "steps": run.steps, "episodes": run.episodes, "seconds": run.seconds,
+        "best_eval": run.best_eval, "evals_done": run.evals_done,
     }
     if optimizer is not None:
         checkpoint["optimizer"] = optimizer.state_dict()
@@ -746,7 +750,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
     os.replace(tmp, path)
 
 
-def load(path: Path) -> tuple[ActorCritic, dict]:
+def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
     """The model saved at `path` and the whole checkpoint (its args, counters and perhaps the
     optimizer state); a CheckpointError with a one-line reason if that is not possible."""
     if not path.is_file():
@@ -757,10 +761,10 @@ def load(path: Path) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
-    if checkpoint.get("env_id") != ENV_ID:
-        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {ENV_ID}")
-    saved = checkpoint["args"]
-    model = build_model(saved.get("actions", "gymnasium"), saved.get("hidden", 256))
+    if checkpoint.get("env_id") != env_id:
+        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
+    saved = argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]})
+    model = build_model(saved)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -768,23 +772,35 @@ def load(path: Path) -> tuple[ActorCritic, dict]:
     return model, checkpoint
 
 
-def newest_run() -> Path | None:
+def run_name(args: argparse.Namespace) -> str:
+    """Run folders and shipped weights are named after the environment."""
+    return "carracing"
+
+
+def newest_run(args: argparse.Namespace) -> Path | None:
     """The best checkpoint of the newest run under runs/, if there is one."""
-    trained = sorted(RUNS.glob("carracing_*/model.pt"), key=lambda p: p.stat().st_mtime)
+    trained = sorted(RUNS.glob(f"{run_name(args)}_*/model.pt"), key=lambda p: p.stat().st_mtime)
     return trained[-1] if trained else None
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
     """A run's files sit beside its best checkpoint: model.pt (weights only), model_last.pt (to
-    --resume from), model.csv, model.png, and model_videos/ with a GIF of every evaluation."""
+    --resume from), model.csv, model.png, and model_videos/ for GIFs the run draws."""
     stem = checkpoint.with_suffix("")
     return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
             "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
 
 
+def resume_point(checkpoint: Path) -> Path:
+    """A run resumes from its model_last.pt (weights, optimizer, counters); a checkpoint without
+    one (an older run's) is its own resume point."""
+    last = paths_for(checkpoint)["last"]
+    return last if last.is_file() else checkpoint
+
+
 # --------------------------------------------------------------------------- the plot
-def plot_curve(csv_path: Path, png_path: Path, frames_per_step: int) -> None:
-    """Returns against frames and wall time (top); the loss terms and updates/s (bottom)."""
+def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
+    """Returns against agent steps and wall time (top); the loss terms and updates/s (bottom)."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -797,14 +813,12 @@ def plot_curve(csv_path: Path, png_path: Path, frames_per_step: int) -> None:
 
     train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    million_frames = frames_per_step * 1e-6  # an agent step is --action-repeat frames
-    x_axes = ((axes[0, 0], 0, "frames (millions)", million_frames), (axes[0, 1], 1, "wall time (hours)", 1 / 3600))
-    for ax, column, label, scale in x_axes:
+    for ax, column, label, scale in ((axes[0, 0], 0, "agent steps", 1), (axes[0, 1], 1, "wall time (minutes)", 1 / 60)):
         if train:
             ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
-                    label="training episodes (sampled actions, cut when lost)")
+                    label="training episodes (raw return)")
         if evals:
-            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="greedy evaluation mean")
+            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="validation mean")
         ax.set_xlabel(label)
         ax.set_ylabel("raw episode return")
         ax.grid(alpha=0.3)
@@ -813,17 +827,17 @@ def plot_curve(csv_path: Path, png_path: Path, frames_per_step: int) -> None:
               (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
     for ax, name, label in panels:
         points = series(name)
-        ax.plot([p[0] * million_frames for p in points], [p[2] for p in points], "-", lw=1)
-        ax.set_xlabel("frames (millions)")
+        ax.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1)
+        ax.set_xlabel("agent steps")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     if series("value_loss"):
         axes[1, 1].set_yscale("log")
     grad = series("grad_norm")
     twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
-    twin.plot([p[0] * million_frames for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
+    twin.plot([p[0] for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
     twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
-    fig.suptitle(f"A3C on {ENV_ID}")
+    fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)
     fig.savefig(png_path, dpi=90)
@@ -831,88 +845,42 @@ def plot_curve(csv_path: Path, png_path: Path, frames_per_step: int) -> None:
 
 
 # --------------------------------------------------------------------------- the command line
-def default_workers() -> int:
-    """One worker per core this process may use, at most 8: each worker keeps one core busy,
-    more workers than cores only adds switching, and beyond 8 this script was never measured."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="A3C on CarRacing from pixels: train, play, evaluate.",
-        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=f"A3C on {ENV_ID} from pixels: train, play, evaluate. Every flag's default is in brackets.",
+        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
-                      help="show the greedy agent in a window; writes a GIF when there is no display")
+                      help="show the greedy driver in a window; writes a GIF when there is no display")
     what.add_argument("--eval", action="store_true", help="greedy episodes; print each return and mean/std")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="--train: where to save the best weights (metrics, curve and last "
-                             "checkpoint go beside it); --play/--eval/--resume: what to load. "
-                             "Default: a new runs/ folder for --train; the newest runs/carracing_*/model.pt "
-                             "for --resume; that, else the shipped pretrained/carracing.pt, for the others")
+    parser.set_defaults(env_id=ENV_ID)  # one environment here (a3c_kungfu.py takes --env-id)
+    parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
+                        "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
+                        "[the newest runs/NAME_*/model.pt; for --play/--eval, else pretrained/NAME.pt]")
     parser.add_argument("--resume", action="store_true",
-                        help="with --train: continue a run from its model_last.pt: model, optimizer, "
-                             "counters and hyperparameters; flags you type win, except ones that "
-                             "change the network or the env")
+                        help="with --train: continue a run from its model_last.pt: model, optimizer, counters "
+                             "and settings; flags you type win, except ones that change the network")
     parser.add_argument("--mode", choices=["processes", "batch"], default="processes",
-                        help="how experience is gathered; see the module docstring")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="--train: seeds python, numpy, torch and the training tracks (default 0); "
-                             "--eval/--play: the first track (default 1000000, tracks training never sees)")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="--eval: greedy episodes (default 50); --play: episodes (default 1)")
-    parser.add_argument("--video", type=Path, default=RUNS / "videos" / "carracing.gif",
-                        help="--play without a display: where the GIF goes")
+                        help="how experience is gathered; see the module docstring [processes]")
+    parser.add_argument("--seed", type=int,
+                        help="--train: seeds python, numpy, torch and the training tracks [0]; "
+                             "--eval/--play: the first track [1000000, tracks training never sees]")
+    parser.add_argument("--episodes", type=int, help="--eval: episodes [50]; --play: episodes [1]")
+    parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
+                                                   "[runs/videos/NAME.gif]")
     parser.add_argument("--video-steps", type=int, default=250,
-                        help="--play without a display: record the first this many agent steps of each episode")
-
-    hp = parser.add_argument_group("hyperparameters")
-    hp.add_argument("--actions", choices=list(ACTION_SETS), default="gymnasium",
-                    help="the discrete action set (see ACTION_SETS)")
-    hp.add_argument("--action-repeat", type=int, default=4, help="frames each action is held for")
-    hp.add_argument("--workers", type=int, default=default_workers(),
-                    help="--mode processes: worker processes (default: one per core, at most 8)")
-    hp.add_argument("--envs-per-worker", type=int, default=2,
-                    help="--mode processes: environments each worker steps with one batched forward pass")
-    hp.add_argument("--num-envs", type=int, default=4, help="--mode batch: environments in the vector")
-    hp.add_argument("--rollout-len", type=int, default=20, help="n: steps per update per env (t_max), BPTT length")
-    hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
-    hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
-    hp.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (the tutorial's), at the start")
-    hp.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
-                    help="linear: the learning rate falls to 0 at the end of the budget (--max-steps or "
-                         "--max-seconds, whichever comes first)")
-    hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
-    hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
-    hp.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update's gradient norm to this")
-    hp.add_argument("--reward-scale", type=float, default=0.1,
-                    help="training sees reward * this (raw scores are logged); scaling keeps fast "
-                         "driving worth more, which clipping to [-1, 1] would not")
-    hp.add_argument("--epsilon", type=float, default=0.0,
-                    help="probability of a uniform random action instead of sampling pi; makes the "
-                         "update off-policy (the loss treats those actions as pi's)")
-    hp.add_argument("--hidden", type=int, default=256, help="units of the GRU core")
-    hp.add_argument("--patience", type=int, default=50,
-                    help="training only: end an episode after this many agent steps in a row with negative reward")
-
-    budget = parser.add_argument_group("stopping and evaluation")
-    budget.add_argument("--max-steps", type=int, default=10_000_000, help="stop after this many agent steps")
-    budget.add_argument("--max-seconds", type=float, default=4 * 3600.0,
-                        help="stop after this much wall time, earlier runs joined by --resume included")
-    budget.add_argument("--eval-every", type=int, default=100_000, help="greedy evaluation every this many steps")
-    budget.add_argument("--eval-episodes", type=int, default=8,
-                        help="greedy episodes per evaluation, on the same validation tracks every time")
-    budget.add_argument("--solve-score", type=float, default=math.inf,
-                        help="stop once an evaluation's mean return reaches this (default: never)")
+                        help="--play without a display: record the first this many agent steps of each episode "
+                             "[%(default)s]")
+    settings = parser.add_argument_group("settings (see SETTINGS at the top of the script)")
+    for name, (default, meaning, *choices) in SETTINGS.items():
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
+        settings.add_argument(f"--{name.replace('_', '-')}", **kind, default=default,
+                              choices=choices[0] if choices else None, help=f"{meaning} [{default}]")
     return parser
 
 
-# a typed flag that differs from a resumed run's would give a network or env that does not match its weights
-ARCHITECTURE = ("actions", "hidden", "action_repeat")
-NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}
+NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}  # what --resume takes from today's flags
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -921,11 +889,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume:
         if not args.train:
             parser.error("--resume goes with --train")
-        run = args.checkpoint or newest_run()  # never the shipped checkpoint, unless named
+        run = args.checkpoint or newest_run(args)  # never the shipped checkpoint, unless named
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
-            _, checkpoint = load(resume_point(run))
+            _, checkpoint = load(resume_point(run), args.env_id)
         except CheckpointError as error:
             parser.error(str(error))
         # the saved arguments become the defaults, so only the flags typed now override them
@@ -941,12 +909,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed = 0 if args.train else TEST_SEED
     if args.episodes is None:
         args.episodes = 1 if args.play else 50
-    for name in ("action_repeat", "workers", "envs_per_worker", "num_envs", "rollout_len", "hidden", "episodes",
-                 "video_steps", "patience", "max_steps", "eval_every", "eval_episodes"):
-        if getattr(args, name) < 1:
+    args.video = args.video or RUNS / "videos" / f"{run_name(args)}.gif"
+    for name, (default, *_) in SETTINGS.items():
+        if type(default) is int and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.eval_episodes > 100_000 or args.seed < 0:
-        parser.error("--seed must be at least 0 and --eval-episodes at most 100000")
+    if args.video_steps < 1:
+        parser.error("--video-steps must be at least 1")
+    if args.episodes < 1 or args.eval_episodes > 100_000 or args.seed < 0:
+        parser.error("--episodes must be at least 1, --seed at least 0 and --eval-episodes at most 100000")
     if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
         parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
     if args.lr <= 0 or args.max_seconds <= 0 or args.reward_scale <= 0:
@@ -954,61 +924,146 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resume_point(checkpoint: Path) -> Path:
-    """A run resumes from its model_last.pt (weights, optimizer, counters); a checkpoint without
-    one (an older run's) is its own resume point."""
-    last = paths_for(checkpoint)["last"]
-    return last if last.is_file() else checkpoint
+# --------------------------------------------------------------------------- training: the parent's side
+class TrainingFailed(Exception):
+    """A worker died or the loss stopped being a number: the run saves and stops."""
 
 
-# --------------------------------------------------------------------------- train and main
+class Run:
+    """The parent's side of a training run: the counters a checkpoint keeps, and its periodic
+    duties, which tick() runs in order (as nanoGPT's training loop reads): set the learning rate,
+    validate and keep the best weights, write the log, decide whether to stop."""
+
+    def __init__(self, args, paths, model, optimizer, start: dict):
+        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
+        self.steps, self.episodes, self.seconds_before = start["steps"], start["episodes"], start["seconds"]
+        self.best_eval, self.evals_done, self.solved = start["best_eval"], start["evals_done"], False
+        self.started, self.next_eval = time.time(), self.steps + args.eval_every
+        self.log = TrainingLog(args, paths["csv"], self.steps)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of training, earlier runs joined by --resume included."""
+        return self.seconds_before + time.time() - self.started
+
+    def episode(self, episode_return: float) -> None:
+        self.episodes += 1
+        self.log.episode(self.steps, self.seconds, episode_return)
+
+    def tick(self, steps: int) -> bool:
+        """Training has reached `steps`: the duties, in order. True when training should stop."""
+        self.steps = steps
+        self.optimizer.lr.fill_(learning_rate(self.args, steps))  # 1. nothing else sets the learning rate
+        if steps >= self.next_eval:  # 2. validate; keep the best weights and a resume point
+            self.next_eval += self.args.eval_every
+            self.validate()
+        self.log.progress(steps, self.seconds, self.best_eval)  # 3. the bar and the loss rows
+        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 4. stop?
+
+    def validate(self) -> None:
+        """Play the validation episodes with a snapshot of the weights (so the weights saved are
+        the ones that scored); keep them if they are the best so far."""
+        eval_model = build_model(self.args)
+        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
+        # the same tracks every time: tracks differ a lot in difficulty, and only the same ones
+        # show whether the driver improved
+        returns = evaluate(eval_model, self.args, self.args.eval_episodes, VALIDATION_SEED)
+        self.evals_done += 1
+        self.log.validation(self.steps, self.seconds, returns)
+        if np.mean(returns) >= self.best_eval:
+            self.best_eval = float(np.mean(returns))
+            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
+        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a resume point
+        drive(eval_model, self.args, VALIDATION_SEED, video=self.paths["videos"] / f"step_{self.steps:09d}.gif")
+        self.solved = np.mean(returns) >= self.args.solve_score
+
+
 def train(args: argparse.Namespace) -> int:
     start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
     random.seed(args.seed)
     np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
     torch.set_num_threads(1)
     if args.resume:
         resume_from = resume_point(args.checkpoint)
-        model, checkpoint = load(resume_from)
+        model, checkpoint = load(resume_from, args.env_id)
         if "optimizer" not in checkpoint:  # a best model.pt holds weights only
             raise CheckpointError(f"{resume_from} has no optimizer state to resume from")
         start.update({k: checkpoint[k] for k in start})
         print(f"resuming from {resume_from} at step {start['steps']}")
     else:
-        model = build_model(args.actions, args.hidden)
+        model = build_model(args)
         if args.checkpoint is None:
-            args.checkpoint = RUNS / f"carracing_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
+            folder = f"{run_name(args)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+            args.checkpoint = RUNS / folder / "model.pt"
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
-
-    optimizer = SharedAdam(model.parameters(), lr=args.lr)
+    optimizer = SharedAdam(model.parameters(), lr=learning_rate(args, start["steps"]))
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
-    log = TrainingLog(args, paths, model, optimizer, start)
-    launch = {"processes": train_processes, "batch": train_batch}
+    run = Run(args, paths, model, optimizer, start)
+    modes = {"processes": train_processes, "batch": train_batch}
     failure = None
     stop_on_signal()
     try:
-        launch[args.mode](args, model, optimizer, log)
+        modes[args.mode](args, model, optimizer, run)
     except KeyboardInterrupt:
-        log.bar.write("interrupted: saving and stopping the workers")
+        run.log.bar.write("interrupted: saving and stopping the workers")
     except TrainingFailed as error:
         failure = error
     finally:
-        log.close()
-        save_checkpoint(paths["last"], model, optimizer, log)
-    if not paths["best"].exists():  # stopped before the first evaluation
-        save_checkpoint(paths["best"], model, None, log)
-    plot_curve(paths["csv"], paths["png"], args.action_repeat)
+        run.log.close()
+        save_checkpoint(paths["last"], model, optimizer, run)
+    if not paths["best"].exists():  # stopped before the first validation
+        save_checkpoint(paths["best"], model, None, run)
+    plot_curve(paths["csv"], paths["png"], f"A3C on {args.env_id}")
     if failure is not None:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
               f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
         return 1
-    print(f"best greedy evaluation {log.best_eval:.0f} after {log.steps} agent steps, "
-          f"{log.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
+    print(f"best greedy validation {run.best_eval:.0f} after {run.steps} agent steps, {run.seconds / 60:.1f} min. "
+          f"Best weights: {paths['best']}  curve: {paths['png']}")
     return 0
+
+
+# --------------------------------------------------------------------------- processes and signals
+def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
+    """What every worker does around its loop: one core, the parent's signals left to the parent,
+    its own seed, and a failure reported to the parent (which prints it, saves and stops)."""
+    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
+    if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
+        ignore_parents_signals()
+    try:
+        torch.manual_seed(seed)
+        target(rank, seed, args, shared)
+    except Exception:
+        shared.errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
+        sys.exit(1)
+
+
+def check_alive(workers: list, errors) -> None:
+    """A worker must not die silently and leave the others training without it (or a trainer
+    waiting forever): raise TrainingFailed with its traceback."""
+    dead = [w for w in workers if not w.is_alive()]
+    if dead:
+        exitcode = getattr(dead[0], "exitcode", None)  # (threads have none)
+        raise TrainingFailed(errors.get() if not errors.empty() else
+                             f"a worker died with exit code {exitcode} (killed for memory?)")
+
+
+def stop_workers(workers: list, stop) -> None:
+    """Also on Ctrl-C, SIGTERM, SIGHUP or a failure: every worker sees `stop` and leaves its loop."""
+    stop.set()
+    for w in workers:
+        w.join(timeout=10)
+        if hasattr(w, "terminate") and w.is_alive():  # a process stuck in a step; threads cannot be
+            w.terminate()
+
+
+def training_seed(seed: int, rank: int, steps: int) -> int:
+    """The first seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
+    return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
 
 
 def stop_on_signal() -> None:
@@ -1023,8 +1078,8 @@ def stop_on_signal() -> None:
 
 
 def ignore_parents_signals() -> None:
-    """In a worker: Ctrl-C and a closed terminal reach the whole process group, and are the
-    parent's to handle (it tells the workers to stop); SIGTERM from the parent ends a worker."""
+    """In a worker process: Ctrl-C and a closed terminal reach the whole process group, and are
+    the parent's to handle (it tells the workers to stop); SIGTERM from the parent ends a worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -1036,16 +1091,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train:
             return train(args)
-        path = args.checkpoint or newest_run() or PRETRAINED
-        model, checkpoint = load(path)
+        path = args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args)}.pt"
+        model, checkpoint = load(path, args.env_id)
         print(f"loaded {path} (trained {checkpoint['steps']} steps)")
         for name in ("actions", "action_repeat"):  # the env as the checkpoint was trained in
             setattr(args, name, checkpoint["args"].get(name, getattr(args, name)))
         if args.eval:
-            returns = evaluate(model, args.episodes, args.seed, args, verbose=True)
+            returns = evaluate(model, args, args.episodes, args.seed, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
-            play(model, args.episodes, args.seed, args)
+            play(model, args)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@
     python a3c_cartpole.py --train --mode batch # the other modes: processes, threads, batch, ga3c
 
 A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783): several workers, each with its own
-environment and a local copy of one shared actor-critic network. A worker repeats:
+environments and a local copy of one shared actor-critic network. A worker repeats:
 
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s; theta') (an episode that ends in them starts again)
@@ -35,8 +35,8 @@ Seeds: training envs start from seeds below 500,000 (derived from --seed, the wo
 step count, so a resumed run plays new episodes); the evaluations during training play seeds
 from 500,000; --eval and --play default to seeds from 1,000,000, which no training run sees.
 
-The file reads top to bottom: the network, the loss, the worker and what it uses, the four
-modes; below the banner, the plumbing (evaluation, log, checkpoints, flags).
+The file reads top to bottom: the settings, the network, the loss, the worker and what it uses,
+the modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ import time
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -64,10 +65,45 @@ from tqdm import tqdm
 from a3c_util import entropy_from_logits, gae_advantages
 
 ENV_ID = "CartPole-v1"
-PRETRAINED = Path(__file__).parent / "pretrained" / "cartpole.pt"
+PRETRAINED = Path(__file__).parent / "pretrained"
 RUNS = Path("runs")
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
+
+
+def default_workers() -> int:
+    """One worker per core this process may use, at most 8: each worker keeps one core busy,
+    more workers than cores only adds switching, and beyond 8 this script was never measured."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+# --------------------------------------------------------------------------- the settings
+# Every hyperparameter, its default and what it means. The command-line flags are made from this
+# table (rollout_len is --rollout-len), so `args.gamma` in the loss is `gamma` here.
+SETTINGS = {
+    "workers": (default_workers(), "worker processes or threads: one per core, at most 8"),
+    "envs_per_worker": (1, "environments each worker steps, with one batched forward pass"),
+    "num_envs": (8, "--mode batch: environments in the one vector"),
+    "ga3c_batch": (4, "--mode ga3c: rollouts per trainer update"),
+    "rollout_len": (20, "n: steps per update per environment (t_max)"),
+    "gamma": (0.99, "discount factor"),
+    "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
+    "lr": (3e-3, "Adam learning rate (at the start, with --lr-schedule linear)"),
+    "lr_schedule": ("constant", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
+    "entropy_coef": (0.01, "weight of the entropy bonus"),
+    "value_coef": (0.5, "weight of the critic's squared error"),
+    "max_grad_norm": (1.0, "clip each update's gradient norm to this"),
+    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi; makes the update "
+                     "off-policy (the loss treats those actions as pi's)"),
+    "hidden": (64, "hidden units of the actor and critic MLPs"),
+    "max_steps": (1_000_000, "the budget: stop after this many agent steps"),
+    "max_seconds": (600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
+    "eval_every": (10_000, "validation every this many agent steps"),
+    "eval_episodes": (20, "episodes per validation"),
+    "solve_score": (500.0, "stop once a validation's mean return reaches this"),
+}
+ARCHITECTURE = ("hidden",)  # settings a resumed run cannot change: its weights are made for them
 
 
 # --------------------------------------------------------------------------- the network
@@ -85,9 +121,9 @@ class ActorCritic(nn.Module):
         return self.actor(obs), self.critic(obs).squeeze(-1)
 
 
-def build_model(hidden: int) -> ActorCritic:
-    env = make_env()
-    model = ActorCritic(env.observation_space.shape[0], env.action_space.n, hidden)
+def build_model(args: argparse.Namespace) -> ActorCritic:
+    env = make_env(args)
+    model = ActorCritic(env.observation_space.shape[0], env.action_space.n, args.hidden)
     env.close()
     return model
 
@@ -95,8 +131,8 @@ def build_model(hidden: int) -> ActorCritic:
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated,
              args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
-    """The A3C loss of one rollout (arrays [T] or [T, N] per step; obs [T, ..., obs_size]), and
-    its terms (policy loss, value loss, entropy) for the log."""
+    """The A3C loss of one rollout (arrays [T, N] per step; obs [T, N, obs_size]), and its terms
+    (policy loss, value loss, entropy) for the log."""
     logits, values = model(torch.as_tensor(obs))
     # V(s_{t+1}) for every step: the critic is tiny, so it simply runs on every next_obs (the
     # pixel scripts reuse the next row's V(s_t) instead, to save a forward pass of the conv net)
@@ -117,71 +153,67 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
 
 
 # --------------------------------------------------------------------------- the worker
-def worker(rank: int, seed: int, args: argparse.Namespace, shared_model: ActorCritic, optimizer: SharedAdam,
-           global_steps, stop, episode_returns, loss_sums, errors, parent_pid: int | None, update_lock) -> None:
-    """One A3C worker (the docstring's steps 1-5): the same function runs as a process or as a thread."""
-    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
-    if parent_pid is not None:  # a process (a thread shares its process's signals and parent)
-        ignore_parents_signals()
-    try:
-        torch.manual_seed(seed)
-        rollouts = Rollouts(make_env(), seed=seed)
-        local_model = build_model(args.hidden)
-        # stop when told, or when the parent process is gone (killed without a chance to tell us)
-        while not stop.is_set() and (parent_pid is None or os.getppid() == parent_pid):
-            local_model.load_state_dict(shared_model.state_dict())  # 1. theta' <- theta
-            rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-            for episode_return in finished:
-                episode_returns.put(episode_return)
-            loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
-            local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
-            if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
-                raise FloatingPointError(f"the loss or its gradient is not finite (loss {loss.item()})")
-            # 5. Threads share one shared_model object, so one thread's .grad could be swapped under
-            # another's step: they take a lock. Processes each have their own .grad: no lock (Hogwild).
-            with update_lock:
-                hand_over_gradients(local_model, shared_model)
-                optimizer.step()  # updates the shared weights and the shared Adam moments
-            add_to(loss_sums, [*terms, grad_norm])
-            with global_steps.get_lock():
-                global_steps.value += args.rollout_len
-    except Exception:  # the parent prints it, saves and stops the run
-        errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
-        sys.exit(1)
+def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
+    """One A3C worker, the docstring's steps 1-5 on its own small vector of environments."""
+    envs = make_vector_env(args, args.envs_per_worker, training=True)
+    rollouts = Rollouts(envs, seed=seed)
+    local_model = build_model(args)
+    while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):  # (parent gone: leave)
+        local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
+        rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
+        loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
+        grad_norm = update_shared_model(loss, local_model, shared, args)  # 5.
+        report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
+    envs.close()
 
 
 # --------------------------------------------------------------------------- what the worker uses
-class Rollouts:
-    """Steps one env with a model; carries the observation and the episode's return across rollouts."""
-
-    def __init__(self, env: gym.Env, seed: int):
-        self.env, self.rng = env, np.random.default_rng(seed)
-        self.obs, _ = env.reset(seed=seed)  # later episodes take their seeds from the env's own RNG
-        self.episode_return = 0.0
-
-    def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
-        """n steps: the rollout arrays [T] and the returns of the episodes that ended in them."""
-        rollout = {k: [] for k in ROLLOUT_DTYPES}
-        finished = []
-        for _ in range(args.rollout_len):
-            with torch.no_grad():
-                action = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)[0]
-            next_obs, reward, terminated, truncated, _ = self.env.step(action)
-            for key, value in zip(ROLLOUT_DTYPES, (self.obs, action, reward, next_obs, terminated, truncated)):
-                rollout[key].append(value)
-            self.episode_return += reward
-            self.obs = next_obs
-            if terminated or truncated:  # next_obs stays in the rollout: V(final obs) bootstraps a truncation
-                finished.append(self.episode_return)
-                self.episode_return = 0.0
-                self.obs, _ = self.env.reset()
-        return {k: np.asarray(v, dtype=ROLLOUT_DTYPES[k]) for k, v in rollout.items()}, finished
+class Shared(NamedTuple):
+    """What the workers share with each other and with the parent, as one bundle."""
+    model: nn.Module  # the shared weights, in shared memory
+    optimizer: SharedAdam  # its step count and moments are in shared memory too
+    global_steps: Any = None  # agent steps taken by all workers together
+    stop: Any = None  # an Event: the parent tells every worker to leave its loop
+    episode_returns: Any = None  # a queue of the raw returns of finished episodes, for the log
+    loss_sums: Any = None  # running sums of the loss terms, for the log (see add_to)
+    errors: Any = None  # a queue for a failed worker's traceback
+    parent_pid: int | None = None  # a worker process leaves when its parent is gone; None for threads
+    update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
+    rollout_queue: Any = None  # GA3C: actors queue their rollouts for the trainer
 
 
 ROLLOUT_DTYPES = {"obs": np.float32, "actions": np.int64, "rewards": np.float32, "next_obs": np.float32,
-                  "terminated": np.float32, "truncated": np.float32}
+                  "terminated": np.float32, "truncated": np.float32}  # what collect() gives a3c_loss
+
+
+class Rollouts:
+    """Steps a vector of envs with a model; keeps each env's raw return across rollouts."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, seed: int):
+        self.envs, self.rng = envs, np.random.default_rng(seed)
+        self.obs, _ = envs.reset(seed=seed)  # env i starts from seed + i, later episodes from its own RNG
+        self.scores = np.zeros(envs.num_envs)
+
+    def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
+        """n steps of every env: the rollout arrays [T, N] and the raw returns of finished episodes."""
+        steps = []
+        finished = []
+        for _ in range(args.rollout_len):
+            with torch.no_grad():
+                actions = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)
+            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            done = terminated | truncated
+            real_next_obs = next_obs.copy()  # where an episode ended, its final obs (not the reset one)
+            if done.any():
+                real_next_obs[done] = np.stack(info["final_obs"][done])
+            steps.append(dict(obs=self.obs, actions=actions, rewards=rewards, next_obs=real_next_obs,
+                              terminated=terminated, truncated=truncated))
+            self.scores += rewards
+            finished += self.scores[done].tolist()
+            self.scores[done] = 0.0
+            self.obs = next_obs
+        rollout = {key: np.asarray([step[key] for step in steps], dtype) for key, dtype in ROLLOUT_DTYPES.items()}
+        return rollout, finished
 
 
 def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
@@ -194,6 +226,21 @@ def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.nd
         explore = rng.random(actions.shape) < epsilon
         actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
     return actions
+
+
+def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
+    """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
+    shared optimizer (a single learner passes the shared model as its local copy); the gradient
+    norm before clipping, for the log."""
+    local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
+    if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
+        raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
+    with shared.update_lock:  # Hogwild: processes apply their updates without a lock
+        hand_over_gradients(local_model, shared.model)
+        shared.optimizer.step()  # updates the shared weights and the shared Adam moments
+    return grad_norm
 
 
 def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
@@ -211,10 +258,10 @@ class SharedAdam:
     """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory.
 
     Shared between all workers: the step count t, the moments m and v, and the learning rate
-    (the parent lowers it as the budget is used), like the weights themselves. An optimizer
-    created inside each worker would silently give every worker its own moments. Written out
-    rather than subclassing torch.optim.Adam: the maths fits in a few lines, and torch.optim's
-    first use costs a second of start-up (it imports torch._dynamo).
+    (set by learning_rate() below), like the weights themselves. An optimizer created inside
+    each worker would silently give every worker its own moments. Written out rather than
+    subclassing torch.optim.Adam: the maths fits in a few lines, and torch.optim's first use
+    costs a second of start-up (it imports torch._dynamo).
     """
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
@@ -236,10 +283,6 @@ class SharedAdam:
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
             p.addcdiv_(m, v.sqrt().add_(self.eps), value=-step_size)  # theta <- theta - lr m / sqrt(v)
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
     def state_dict(self) -> dict:
         return {"t": self.t, "m": self.m, "v": self.v}
 
@@ -249,210 +292,164 @@ class SharedAdam:
             mine.copy_(saved)
 
 
-def add_to(loss_sums, values: list[float]) -> None:
+def learning_rate(args: argparse.Namespace, steps: int) -> float:
+    """The schedule: constant, or falling linearly to 0 at --max-steps (the A3C paper's)."""
+    return args.lr * (1.0 if args.lr_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
+
+
+def report(shared: Shared, finished: list[float], terms: list[float], steps: int) -> None:
+    """Tell the parent: the raw returns of finished episodes, one update's loss terms, the steps taken."""
+    for episode_return in finished:
+        shared.episode_returns.put(episode_return)
+    add_to(shared.loss_sums, terms)
+    with shared.global_steps.get_lock():
+        shared.global_steps.value += steps
+
+
+def add_to(loss_sums, terms: list[float]) -> None:
     """Add one update's loss terms to the running sums the log averages (the last slot counts updates)."""
     with loss_sums.get_lock():
-        for i, value in enumerate(values):
+        for i, value in enumerate(terms):
             loss_sums[i] += value
-        loss_sums[len(values)] += 1
+        loss_sums[len(terms)] += 1
 
 
-# --------------------------------------------------------------------------- the four modes
-def train_processes(args, model, optimizer, log, use_threads: bool = False) -> None:
+# --------------------------------------------------------------------------- the modes
+def train_processes(args, model, optimizer, run, use_threads: bool = False) -> None:
     """A3C proper: workers run asynchronously against the shared model (processes or threads)."""
     if use_threads:
-        Worker, global_steps, errors = threading.Thread, mp.Value("q", log.steps), queue.Queue()
-        stop, episode_returns, update_lock, parent_pid = threading.Event(), queue.Queue(), threading.Lock(), None
+        Worker, shared = threading.Thread, Shared(
+            model, optimizer, global_steps=mp.Value("q", run.steps), stop=threading.Event(),
+            episode_returns=queue.Queue(), loss_sums=run.log.loss_sums, errors=queue.Queue(),
+            update_lock=threading.Lock())
     else:
         # fork starts workers without importing torch again; macOS and Windows use their default, spawn
         ctx = mp.get_context("fork" if sys.platform == "linux" else None)
-        Worker, global_steps, errors = ctx.Process, ctx.Value("q", log.steps), ctx.SimpleQueue()
-        stop, episode_returns, update_lock, parent_pid = ctx.Event(), ctx.SimpleQueue(), nullcontext(), os.getpid()
+        Worker, shared = ctx.Process, Shared(
+            model, optimizer, global_steps=ctx.Value("q", run.steps), stop=ctx.Event(),
+            episode_returns=ctx.SimpleQueue(), loss_sums=run.log.loss_sums, errors=ctx.SimpleQueue(),
+            parent_pid=os.getpid())
     model.share_memory()  # the weights every worker reads and writes
-    workers = [Worker(target=worker, daemon=True,
-                      args=(rank, training_seed(args.seed, rank, log.steps), args, model, optimizer, global_steps,
-                            stop, episode_returns, log.loss_sums, errors, parent_pid, update_lock))
+    workers = [Worker(target=run_worker, daemon=True,
+                      args=(worker, rank, training_seed(args.seed, rank, run.steps), args, shared))
                for rank in range(args.workers)]
     for w in workers:
         w.start()
     try:
         while True:
-            while not episode_returns.empty():
-                log.episode(episode_returns.get())
-            check_alive(workers, errors)
-            if log.progress(global_steps.value):
+            while not shared.episode_returns.empty():
+                run.episode(shared.episode_returns.get())
+            check_alive(workers, shared.errors)
+            if run.tick(shared.global_steps.value):
                 break
             time.sleep(0.02)
     finally:
-        stop.set()  # also on Ctrl-C, SIGTERM, SIGHUP, a failure: every worker sees it and leaves its loop
-        for w in workers:
-            w.join(timeout=5)
-            if not use_threads and w.is_alive():
-                w.terminate()
+        stop_workers(workers, shared.stop)
 
 
-def train_threads(args, model, optimizer, log) -> None:
+def train_threads(args, model, optimizer, run) -> None:
     """The same workers as threads: simple, but the GIL lets only one thread run Python at a
     time, so on CartPole (tiny tensors, mostly Python overhead) threads add no speed."""
-    train_processes(args, model, optimizer, log, use_threads=True)
+    train_processes(args, model, optimizer, run, use_threads=True)
 
 
-def train_batch(args, model, optimizer, log) -> None:
+def train_batch(args, model, optimizer, run) -> None:
     """Synchronous A2C: one learner, one forward pass for a whole vector of environments."""
-    torch.set_num_threads(1)
-    # SAME_STEP autoreset: a finished env is reset inside step() and its final observation is
-    # handed back in info["final_obs"], which we need to bootstrap a time-limit truncation.
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(args.num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    seed = training_seed(args.seed, 0, log.steps)
-    rng = np.random.default_rng(seed)
-    obs, _ = envs.reset(seed=seed)
-    episode_return = np.zeros(args.num_envs)
-    steps = log.steps
+    envs = make_vector_env(args, args.num_envs, training=True)
+    rollouts = Rollouts(envs, seed=training_seed(args.seed, 0, run.steps))
+    shared = Shared(model, optimizer)  # one learner: the "local" model is the shared one
     try:
         while True:
-            rollout = {k: [] for k in ROLLOUT_DTYPES}
-            for _ in range(args.rollout_len):
-                with torch.no_grad():
-                    actions = act(model.actor(torch.as_tensor(obs)), args.epsilon, rng)
-                next_obs, rewards, terminated, truncated, info = envs.step(actions)
-                done = terminated | truncated
-                real_next_obs = next_obs.copy()
-                if done.any():
-                    real_next_obs[done] = np.stack(info["final_obs"][done])
-                for key, value in zip(ROLLOUT_DTYPES, (obs, actions, rewards, real_next_obs, terminated, truncated)):
-                    rollout[key].append(value)
-                episode_return += rewards
-                for ret in episode_return[done]:
-                    log.episode(ret)
-                episode_return[done] = 0.0
-                obs = next_obs
-            rollout = {k: np.asarray(v, dtype=ROLLOUT_DTYPES[k]) for k, v in rollout.items()}
+            rollout, finished = rollouts.collect(model, args)
             loss, terms = a3c_loss(model, **rollout, args=args)
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
-            if not math.isfinite(grad_norm):
-                raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
-            optimizer.step()
-            add_to(log.loss_sums, [*terms, grad_norm])
-            steps += args.rollout_len * args.num_envs
-            if log.progress(steps):
+            grad_norm = update_shared_model(loss, model, shared, args)
+            add_to(run.log.loss_sums, [*terms, grad_norm])
+            for episode_return in finished:
+                run.episode(episode_return)
+            if run.tick(run.steps + args.rollout_len * args.num_envs):
                 break
     finally:
         envs.close()
 
 
-def ga3c_actor(rank, seed, args, shared_model, training_queue, episode_returns, stop, errors, parent_pid) -> None:
-    """GA3C actor: act with the shared weights, queue whole rollouts; it never learns itself."""
-    torch.set_num_threads(1)
-    ignore_parents_signals()
-    try:
-        torch.manual_seed(seed)
-        rollouts = Rollouts(make_env(), seed=seed)
-        while not stop.is_set() and os.getppid() == parent_pid:
-            rollout, finished = rollouts.collect(shared_model, args)  # the trainer's weights, read directly
-            for episode_return in finished:
-                episode_returns.put(episode_return)
-            while not stop.is_set():
-                try:
-                    training_queue.put(rollout, timeout=0.1)  # blocks while the trainer is behind
-                    break
-                except queue.Full:
-                    pass
-    except Exception:
-        errors.put(f"actor {rank} failed:\n{traceback.format_exc()}")
-        sys.exit(1)
+def ga3c_actor(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
+    """GA3C actor: act with the trainer's weights, queue whole rollouts; it never learns itself."""
+    rollouts = Rollouts(make_vector_env(args, args.envs_per_worker, training=True), seed=seed)
+    while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):
+        rollout, finished = rollouts.collect(shared.model, args)  # the trainer's weights, read directly
+        for episode_return in finished:
+            shared.episode_returns.put(episode_return)
+        while not shared.stop.is_set():
+            try:
+                shared.rollout_queue.put(rollout, timeout=0.1)  # blocks while the trainer is behind
+                break
+            except queue.Full:
+                pass
 
 
-def train_ga3c(args, model, optimizer, log) -> None:
+def train_ga3c(args, model, optimizer, run) -> None:
     """GA3C (Babaeizadeh et al. 2017): actors feed a training queue, one trainer updates.
 
     The trainer's model can be a few updates ahead of the weights an actor used ("policy lag");
     GA3C accepts that bias for the throughput of batched updates."""
-    torch.set_num_threads(1)
     ctx = mp.get_context("fork" if sys.platform == "linux" else None)
     model.share_memory()  # actors read the trainer's weights directly
-    training_queue, episode_returns, stop = ctx.Queue(maxsize=4 * args.ga3c_batch), ctx.SimpleQueue(), ctx.Event()
-    errors = ctx.SimpleQueue()
-    actors = [ctx.Process(target=ga3c_actor, daemon=True,
-                          args=(rank, training_seed(args.seed, rank, log.steps), args, model, training_queue,
-                                episode_returns, stop, errors, os.getpid()))
+    shared = Shared(model, optimizer, stop=ctx.Event(), episode_returns=ctx.SimpleQueue(), errors=ctx.SimpleQueue(),
+                    parent_pid=os.getpid(), rollout_queue=ctx.Queue(maxsize=4 * args.ga3c_batch))
+    actors = [ctx.Process(target=run_worker, daemon=True,
+                          args=(ga3c_actor, rank, training_seed(args.seed, rank, run.steps), args, shared))
               for rank in range(args.workers)]
     for a in actors:
         a.start()
-    steps = log.steps
     try:
         while True:
             batch = []
             while len(batch) < args.ga3c_batch:
                 try:
-                    batch.append(training_queue.get(timeout=0.5))
+                    batch.append(shared.rollout_queue.get(timeout=0.5))
                 except queue.Empty:
-                    check_alive(actors, errors)  # a dead actor must not leave the trainer waiting forever
-            # stack rollouts side by side: arrays [T, batch], as one vector env would give
-            rollout = {k: np.stack([r[k] for r in batch], axis=1) for k in batch[0]}
+                    check_alive(actors, shared.errors)  # a dead actor must not leave the trainer waiting
+            # rollouts side by side: arrays [T, batch * N], as one vector env would give
+            rollout = {k: np.concatenate([r[k] for r in batch], axis=1) for k in batch[0]}
             loss, terms = a3c_loss(model, **rollout, args=args)
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm).item()
-            if not math.isfinite(grad_norm):
-                raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
-            optimizer.step()
-            add_to(log.loss_sums, [*terms, grad_norm])
-            while not episode_returns.empty():
-                log.episode(episode_returns.get())
-            check_alive(actors, errors)
-            steps += args.rollout_len * args.ga3c_batch
-            if log.progress(steps):
+            grad_norm = update_shared_model(loss, model, shared, args)
+            add_to(run.log.loss_sums, [*terms, grad_norm])
+            while not shared.episode_returns.empty():
+                run.episode(shared.episode_returns.get())
+            check_alive(actors, shared.errors)
+            if run.tick(run.steps + args.rollout_len * args.envs_per_worker * args.ga3c_batch):
                 break
     finally:
-        stop.set()
-        for a in actors:
-            a.join(timeout=5)
-            if a.is_alive():
-                a.terminate()
+        stop_workers(actors, shared.stop)
 
 
-def check_alive(workers: list, errors) -> None:
-    """A worker must not die silently and leave the others training without it (or the GA3C
-    trainer waiting forever): raise TrainingFailed with its traceback."""
-    dead = [w for w in workers if not w.is_alive()]
-    if dead:
-        exitcode = getattr(dead[0], "exitcode", None)
-        raise TrainingFailed(errors.get() if not errors.empty() else
-                             f"a worker died with exit code {exitcode} (killed for memory?)")
-
-
-def training_seed(seed: int, rank: int, steps: int) -> int:
-    """The first seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
-    return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
-
-
-def validation_seed(evals_done: int, episodes: int) -> int:
-    """The first seed of an evaluation during training: fresh seeds each time, all of them
-    between VALIDATION_SEED and TEST_SEED (--eval-episodes is at most 100,000)."""
-    return VALIDATION_SEED + (episodes * evals_done) % (TEST_SEED - VALIDATION_SEED - 100_000)
-
-
-def make_env(render_mode: str | None = None) -> gym.Env:
+# --------------------------------------------------------------------------- the environment
+def make_env(args: argparse.Namespace, render_mode: str | None = None) -> gym.Env:
     return gym.make(ENV_ID, render_mode=render_mode)
+
+
+def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.VectorEnv:
+    """num_envs envs stepped in this process (CartPole trains on the env as evaluated: `training`
+    changes nothing here). SAME_STEP autoreset: a finished env is reset inside step() and its
+    final observation is handed back in info["final_obs"], which a truncation bootstraps from."""
+    return gym.vector.SyncVectorEnv([lambda: make_env(args) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 # ===========================================================================================
 # Everything below is plumbing: evaluation and play, the training log, checkpoints, the plot,
-# the command line. The reinforcement learning is all above.
+# the command line and the parent's side of training. The reinforcement learning is all above.
 # ===========================================================================================
 
 
 # --------------------------------------------------------------------------- evaluation and play
-def evaluate(model: ActorCritic, episodes: int, seed: int, verbose: bool = False) -> list[float]:
+def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
+             verbose: bool = False) -> list[float]:
     """Greedy (argmax) returns of `episodes` full episodes of the unmodified env, seeds seed, seed+1, ...
 
     The episodes run side by side in a vector env so each step is one batched forward pass."""
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(episodes)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
+    envs = make_vector_env(args, episodes)
+    obs, _ = envs.reset(seed=seed)
     returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not finished.all():
         with torch.no_grad():
@@ -467,17 +464,13 @@ def evaluate(model: ActorCritic, episodes: int, seed: int, verbose: bool = False
     return returns.tolist()
 
 
-def has_display() -> bool:
-    return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def play(model: ActorCritic, episodes: int, seed: int, video: Path) -> None:
+def play(model: ActorCritic, args: argparse.Namespace) -> None:
     """Greedy episodes in a window, or, without a display, recorded to a GIF."""
     headless = not has_display()
-    env = make_env(render_mode="rgb_array" if headless else "human")
+    env = make_env(args, render_mode="rgb_array" if headless else "human")
     frames = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
+    for episode in range(args.episodes):
+        obs, _ = env.reset(seed=args.seed + episode)
         done, episode_return = False, 0.0
         while not done:
             if headless:
@@ -490,98 +483,69 @@ def play(model: ActorCritic, episodes: int, seed: int, video: Path) -> None:
         print(f"episode {episode + 1}: return {episode_return:.1f}")
     env.close()
     if headless:
-        from PIL import Image  # comes with matplotlib
-        video.parent.mkdir(parents=True, exist_ok=True)
-        images = [Image.fromarray(f) for f in frames[::2]]  # every other frame, played at 25 fps
-        images[0].save(video, save_all=True, append_images=images[1:], duration=40, loop=0)
-        print(f"no display found: wrote {video}")
+        save_gif(frames[::2], args.video, milliseconds=40)  # every other frame, at 25 fps
 
 
-# --------------------------------------------------------------------------- training log
-class TrainingFailed(Exception):
-    """A worker died or the loss stopped being a number: the run saves and stops."""
+def has_display() -> bool:
+    """A window can be opened. Without one, pygame is told to draw off screen (else SDL prints a
+    harmless but alarming XDG_RUNTIME_DIR error)."""
+    display = sys.platform in ("win32", "darwin") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
+    if not display:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    return display
 
 
+def save_gif(frames: list, path: Path, milliseconds: int) -> None:
+    from PIL import Image  # comes with matplotlib
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
+    print(f"no display found: wrote {path}")
+
+
+# --------------------------------------------------------------------------- the training log
 class TrainingLog:
-    """Progress bar, metrics CSV, the loss terms, periodic greedy evaluation, best checkpoint,
-    learning-rate schedule and stopping rule."""
+    """The progress bar and the metrics CSV: one row per finished episode, per validation, and
+    per tenth of --eval-every steps with the loss terms averaged over the updates in between."""
 
-    def __init__(self, args, paths, model, optimizer, start):
-        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
-        self.steps, self.episodes = start["steps"], start["episodes"]
-        self.best_eval, self.evals_done = start["best_eval"], start["evals_done"]
-        self.seconds_before = start["seconds"]  # wall time of earlier runs joined by --resume
-        self.started = time.time()
-        self.next_eval = self.steps + args.eval_every
-        self.log_every = max(1, args.eval_every // 10)
-        self.next_row, self.row_started = self.steps + self.log_every, time.time()
-        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the workers add to it (add_to)
-        self.recent, self.entropy = [], math.nan
-        self.solved = False
-        new_file = not paths["csv"].exists()
-        self.csv_file = open(paths["csv"], "a", newline="")
+    def __init__(self, args: argparse.Namespace, csv_path: Path, steps: int):
+        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the learners add to it (add_to)
+        self.every = max(1, args.eval_every // 10)
+        self.next_row, self.row_started, self.recent, self.entropy = steps + self.every, time.time(), [], math.nan
+        new_file = not csv_path.exists()
+        self.csv_file = open(csv_path, "a", newline="")
         self.csv = csv.writer(self.csv_file)
         if new_file:
             self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
                                *LOSS_TERMS, "updates_per_s"])
-        self.bar = tqdm(total=args.max_steps, initial=self.steps, unit="step", dynamic_ncols=True,
-                        mininterval=0.5, smoothing=0.1)
+        self.bar = tqdm(total=args.max_steps, initial=steps, unit="step", dynamic_ncols=True,
+                        mininterval=1.0, smoothing=0.05)
 
-    @property
-    def seconds(self) -> float:
-        return self.seconds_before + time.time() - self.started
-
-    def episode(self, episode_return: float) -> None:
-        self.episodes += 1
+    def episode(self, steps: int, seconds: float, episode_return: float) -> None:
         self.recent = (self.recent + [episode_return])[-20:]
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", episode_return])
+        self.csv.writerow([steps, f"{seconds:.2f}", episode_return])
+        self.csv_file.flush()
 
-    def progress(self, steps: int) -> bool:
-        """Training has reached `steps`: move the bar, log the losses, lower the learning rate,
-        validate and keep the best checkpoint when due. True when training should stop."""
-        self.bar.update(steps - self.steps)
-        self.steps = steps
-        if self.steps >= self.next_row:
-            self.next_row += self.log_every
-            self.write_losses()
-        budget_used = min(1.0, max(self.steps / self.args.max_steps, self.seconds / self.args.max_seconds))
-        if self.args.lr_schedule == "linear":  # falls to 0 at the end of the budget, as in the A3C paper
-            self.optimizer.lr.fill_(self.args.lr * (1.0 - budget_used))
-        if self.steps >= self.next_eval:
-            self.next_eval += self.args.eval_every
-            self.validate()
-        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}",
-                             eval=f"{self.best_eval:.0f}", ent=f"{self.entropy:.2f}", refresh=False)
-        return self.solved or budget_used >= 1.0
+    def validation(self, steps: int, seconds: float, returns: list[float]) -> None:
+        self.csv.writerow([steps, f"{seconds:.2f}", "", f"{np.mean(returns):.1f}", f"{np.std(returns):.1f}"])
+        self.bar.write(f"step {steps}: validation {np.mean(returns):.1f} +- {np.std(returns):.1f}")
 
-    def write_losses(self) -> None:
-        """One CSV row with the loss terms averaged over the updates since the last row."""
-        with self.loss_sums.get_lock():
-            sums = list(self.loss_sums)
-            for i in range(len(sums)):
-                self.loss_sums[i] = 0.0
-        updates, now = sums[-1], time.time()
-        if updates:
-            means = [s / updates for s in sums[:-1]]
-            self.entropy = means[LOSS_TERMS.index("entropy")]
-            self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
-                               f"{updates / (now - self.row_started):.2f}"])
-        self.row_started = now
-
-    def validate(self) -> None:
-        """Greedy episodes on fresh validation seeds; keep the best weights; solved?"""
-        # Evaluate a snapshot, so the weights saved are exactly the weights that scored.
-        eval_model = build_model(self.args.hidden)
-        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
-        seed = validation_seed(self.evals_done, self.args.eval_episodes)
-        returns = evaluate(eval_model, self.args.eval_episodes, seed)
-        self.evals_done += 1
-        mean = float(np.mean(returns))
-        self.csv.writerow([self.steps, f"{self.seconds:.2f}", "", f"{mean:.1f}", f"{np.std(returns):.1f}"])
-        if mean >= self.best_eval:
-            self.best_eval = mean
-            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
-        self.solved = mean >= self.args.solve_score
+    def progress(self, steps: int, seconds: float, best_eval: float) -> None:
+        """Move the bar; when a row is due, write the loss terms averaged since the last row."""
+        if steps >= self.next_row:
+            self.next_row += self.every
+            with self.loss_sums.get_lock():
+                sums, self.loss_sums[:] = self.loss_sums[:], [0.0] * len(self.loss_sums)
+            updates, now = sums[-1], time.time()
+            if updates:
+                means = [s / updates for s in sums[:-1]]
+                self.entropy = means[LOSS_TERMS.index("entropy")]
+                self.csv.writerow([steps, f"{seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
+                                   f"{updates / (now - self.row_started):.2f}"])
+            self.row_started = now
+        self.bar.update(steps - self.bar.n)
+        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}", eval=f"{best_eval:.0f}",
+                             ent=f"{self.entropy:.2f}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()
@@ -593,15 +557,15 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable or made for something else."""
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, log: TrainingLog) -> None:
+def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, run: Run) -> None:
     """The weights, the arguments and the counters; with an optimizer, everything --resume needs.
     Written to a temp file, flushed to disk and renamed, so an interrupted save never destroys
     the previous checkpoint."""
     checkpoint = {
-        "env_id": ENV_ID, "model": model.state_dict(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(log.args).items()},
-        "steps": log.steps, "episodes": log.episodes, "seconds": log.seconds,
-        "best_eval": log.best_eval, "evals_done": log.evals_done,
+        "env_id": run.args.env_id, "model": model.state_dict(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
+        "steps": run.steps, "episodes": run.episodes, "seconds": run.seconds,
+        "best_eval": run.best_eval, "evals_done": run.evals_done,
     }
     if optimizer is not None:
         checkpoint["optimizer"] = optimizer.state_dict()
@@ -614,7 +578,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
     os.replace(tmp, path)
 
 
-def load(path: Path) -> tuple[ActorCritic, dict]:
+def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
     """The model saved at `path` and the whole checkpoint (its args, counters and perhaps the
     optimizer state); a CheckpointError with a one-line reason if that is not possible."""
     if not path.is_file():
@@ -625,9 +589,10 @@ def load(path: Path) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
-    if checkpoint.get("env_id") != ENV_ID:
-        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {ENV_ID}")
-    model = build_model(checkpoint["args"].get("hidden", 64))
+    if checkpoint.get("env_id") != env_id:
+        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
+    saved = argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]})
+    model = build_model(saved)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -635,23 +600,35 @@ def load(path: Path) -> tuple[ActorCritic, dict]:
     return model, checkpoint
 
 
-def newest_run() -> Path | None:
+def run_name(args: argparse.Namespace) -> str:
+    """Run folders and shipped weights are named after the environment."""
+    return "cartpole"
+
+
+def newest_run(args: argparse.Namespace) -> Path | None:
     """The best checkpoint of the newest run under runs/, if there is one."""
-    trained = sorted(RUNS.glob("cartpole_*/model.pt"), key=lambda p: p.stat().st_mtime)
+    trained = sorted(RUNS.glob(f"{run_name(args)}_*/model.pt"), key=lambda p: p.stat().st_mtime)
     return trained[-1] if trained else None
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
     """A run's files sit beside its best checkpoint: model.pt (weights only), model_last.pt (to
-    --resume from), model.csv, model.png."""
+    --resume from), model.csv, model.png, and model_videos/ for GIFs the run draws."""
     stem = checkpoint.with_suffix("")
-    return {"best": checkpoint, "last": Path(f"{stem}_last.pt"),
-            "csv": Path(f"{stem}.csv"), "png": Path(f"{stem}.png")}
+    return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
+            "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
+
+
+def resume_point(checkpoint: Path) -> Path:
+    """A run resumes from its model_last.pt (weights, optimizer, counters); a checkpoint without
+    one (an older run's) is its own resume point."""
+    last = paths_for(checkpoint)["last"]
+    return last if last.is_file() else checkpoint
 
 
 # --------------------------------------------------------------------------- the plot
-def plot_curve(csv_path: Path, png_path: Path) -> None:
-    """Returns against env steps and wall time (top); the loss terms and updates/s (bottom)."""
+def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
+    """Returns against agent steps and wall time (top); the loss terms and updates/s (bottom)."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -664,14 +641,14 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
 
     train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, column, label in ((axes[0, 0], 0, "env steps"), (axes[0, 1], 1, "wall time (s)")):
+    for ax, column, label, scale in ((axes[0, 0], 0, "agent steps", 1), (axes[0, 1], 1, "wall time (minutes)", 1 / 60)):
         if train:
-            ax.plot([t[column] for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
-                    label="training episodes (sampled actions)")
+            ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
+                    label="training episodes (raw return)")
         if evals:
-            ax.plot([e[column] for e in evals], [e[2] for e in evals], "o-", label="greedy evaluation mean")
+            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="validation mean")
         ax.set_xlabel(label)
-        ax.set_ylabel("episode return")
+        ax.set_ylabel("raw episode return")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper left", fontsize=8)
     panels = [(axes[0, 2], "updates_per_s", "updates / s"), (axes[1, 0], "policy_loss", "policy loss"),
@@ -679,7 +656,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     for ax, name, label in panels:
         points = series(name)
         ax.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1)
-        ax.set_xlabel("env steps")
+        ax.set_xlabel("agent steps")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     if series("value_loss"):
@@ -688,7 +665,7 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
     twin.plot([p[0] for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
     twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
-    fig.suptitle(f"A3C on {ENV_ID}")
+    fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)
     fig.savefig(png_path, dpi=90)
@@ -696,76 +673,39 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the command line
-def default_workers() -> int:
-    """One worker per core this process may use, at most 8: each worker keeps one core busy,
-    more workers than cores only adds switching, and beyond 8 this script was never measured."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="A3C on CartPole-v1: train, play, evaluate.",
-        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=f"A3C on {ENV_ID}: train, play, evaluate. Every flag's default is in brackets.",
+        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
                       help="show the greedy agent in a window; writes a GIF when there is no display")
     what.add_argument("--eval", action="store_true", help="greedy episodes; print each return and mean/std")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="--train: where to save the best weights (metrics, curve and last "
-                             "checkpoint go beside it); --play/--eval/--resume: what to load. "
-                             "Default: a new runs/ folder for --train; the newest runs/cartpole_*/model.pt "
-                             "for --resume; that, else the shipped pretrained/cartpole.pt, for the others")
+    parser.set_defaults(env_id=ENV_ID)  # one environment here (a3c_kungfu.py takes --env-id)
+    parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
+                        "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
+                        "[the newest runs/NAME_*/model.pt; for --play/--eval, else pretrained/NAME.pt]")
     parser.add_argument("--resume", action="store_true",
-                        help="with --train: continue a run from its model_last.pt: model, optimizer, "
-                             "counters and hyperparameters; flags you type win, except ones that "
-                             "change the network")
+                        help="with --train: continue a run from its model_last.pt: model, optimizer, counters "
+                             "and settings; flags you type win, except ones that change the network")
     parser.add_argument("--mode", choices=["processes", "threads", "batch", "ga3c"], default="processes",
-                        help="how experience is gathered; see the module docstring")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="--train: seeds python, numpy, torch and the training envs (default 0); "
-                             "--eval/--play: the first episode's seed (default 1000000, never trained on)")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="--eval: greedy episodes (default 100); --play: episodes (default 1)")
-    parser.add_argument("--video", type=Path, default=RUNS / "videos" / "cartpole.gif",
-                        help="--play without a display: where the GIF goes")
-
-    hp = parser.add_argument_group("hyperparameters")
-    hp.add_argument("--workers", type=int, default=default_workers(),
-                    help="worker processes/threads (default: one per core, at most 8)")
-    hp.add_argument("--num-envs", type=int, default=8, help="--mode batch: environments in the vector")
-    hp.add_argument("--rollout-len", type=int, default=20, help="n: steps per update per env (t_max)")
-    hp.add_argument("--gamma", type=float, default=0.99, help="discount factor")
-    hp.add_argument("--gae-lambda", type=float, default=1.0, help="GAE lambda; 1.0 is the paper's n-step advantage")
-    hp.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    hp.add_argument("--lr-schedule", choices=["linear", "constant"], default="constant",
-                    help="linear: the learning rate falls to 0 at the end of the budget (--max-steps or "
-                         "--max-seconds, whichever comes first)")
-    hp.add_argument("--entropy-coef", type=float, default=0.01, help="weight of the entropy bonus")
-    hp.add_argument("--value-coef", type=float, default=0.5, help="weight of the critic's squared error")
-    hp.add_argument("--max-grad-norm", type=float, default=1.0, help="clip each update's gradient norm to this")
-    hp.add_argument("--epsilon", type=float, default=0.0,
-                    help="probability of a uniform random action instead of sampling pi; makes the "
-                         "update off-policy (the loss treats those actions as pi's)")
-    hp.add_argument("--hidden", type=int, default=64, help="hidden units of the actor and critic MLPs")
-    hp.add_argument("--ga3c-batch", type=int, default=4, help="--mode ga3c: rollouts per trainer update")
-
-    budget = parser.add_argument_group("stopping and evaluation")
-    budget.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many env steps")
-    budget.add_argument("--max-seconds", type=float, default=600.0,
-                        help="stop after this much wall time, earlier runs joined by --resume included")
-    budget.add_argument("--eval-every", type=int, default=10_000, help="greedy evaluation every this many steps")
-    budget.add_argument("--eval-episodes", type=int, default=20, help="greedy episodes per evaluation")
-    budget.add_argument("--solve-score", type=float, default=500.0,
-                        help="stop once an evaluation's mean return reaches this")
+                        help="how experience is gathered; see the module docstring [processes]")
+    parser.add_argument("--seed", type=int,
+                        help="--train: seeds python, numpy, torch and the training envs [0]; "
+                             "--eval/--play: the first episode's seed [1000000, never trained on]")
+    parser.add_argument("--episodes", type=int, help="--eval: episodes [100]; --play: episodes [1]")
+    parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
+                                                   "[runs/videos/NAME.gif]")
+    settings = parser.add_argument_group("settings (see SETTINGS at the top of the script)")
+    for name, (default, meaning, *choices) in SETTINGS.items():
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
+        settings.add_argument(f"--{name.replace('_', '-')}", **kind, default=default,
+                              choices=choices[0] if choices else None, help=f"{meaning} [{default}]")
     return parser
 
 
-# a typed flag that differs from a resumed run's would give a network that does not match its weights
-ARCHITECTURE = ("hidden",)
-NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}
+NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}  # what --resume takes from today's flags
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -774,11 +714,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume:
         if not args.train:
             parser.error("--resume goes with --train")
-        run = args.checkpoint or newest_run()  # never the shipped checkpoint, unless named
+        run = args.checkpoint or newest_run(args)  # never the shipped checkpoint, unless named
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
-            _, checkpoint = load(resume_point(run))
+            _, checkpoint = load(resume_point(run), args.env_id)
         except CheckpointError as error:
             parser.error(str(error))
         # the saved arguments become the defaults, so only the flags typed now override them
@@ -794,12 +734,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed = 0 if args.train else TEST_SEED
     if args.episodes is None:
         args.episodes = 1 if args.play else 100
-    for name in ("workers", "num_envs", "rollout_len", "hidden", "episodes", "ga3c_batch",
-                 "max_steps", "eval_every", "eval_episodes"):
-        if getattr(args, name) < 1:
+    args.video = args.video or RUNS / "videos" / f"{run_name(args)}.gif"
+    for name, (default, *_) in SETTINGS.items():
+        if type(default) is int and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.eval_episodes > 100_000 or args.seed < 0:
-        parser.error("--seed must be at least 0 and --eval-episodes at most 100000")
+    if args.episodes < 1 or args.eval_episodes > 100_000 or args.seed < 0:
+        parser.error("--episodes must be at least 1, --seed at least 0 and --eval-episodes at most 100000")
     if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
         parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
     if args.lr <= 0 or args.max_seconds <= 0:
@@ -807,62 +747,150 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resume_point(checkpoint: Path) -> Path:
-    """A run resumes from its model_last.pt (weights, optimizer, counters); a checkpoint without
-    one (an older run's) is its own resume point."""
-    last = paths_for(checkpoint)["last"]
-    return last if last.is_file() else checkpoint
+# --------------------------------------------------------------------------- training: the parent's side
+class TrainingFailed(Exception):
+    """A worker died or the loss stopped being a number: the run saves and stops."""
 
 
-# --------------------------------------------------------------------------- train and main
+class Run:
+    """The parent's side of a training run: the counters a checkpoint keeps, and its periodic
+    duties, which tick() runs in order (as nanoGPT's training loop reads): set the learning rate,
+    validate and keep the best weights, write the log, decide whether to stop."""
+
+    def __init__(self, args, paths, model, optimizer, start: dict):
+        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
+        self.steps, self.episodes, self.seconds_before = start["steps"], start["episodes"], start["seconds"]
+        self.best_eval, self.evals_done, self.solved = start["best_eval"], start["evals_done"], False
+        self.started, self.next_eval = time.time(), self.steps + args.eval_every
+        self.log = TrainingLog(args, paths["csv"], self.steps)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of training, earlier runs joined by --resume included."""
+        return self.seconds_before + time.time() - self.started
+
+    def episode(self, episode_return: float) -> None:
+        self.episodes += 1
+        self.log.episode(self.steps, self.seconds, episode_return)
+
+    def tick(self, steps: int) -> bool:
+        """Training has reached `steps`: the duties, in order. True when training should stop."""
+        self.steps = steps
+        self.optimizer.lr.fill_(learning_rate(self.args, steps))  # 1. nothing else sets the learning rate
+        if steps >= self.next_eval:  # 2. validate; keep the best weights and a resume point
+            self.next_eval += self.args.eval_every
+            self.validate()
+        self.log.progress(steps, self.seconds, self.best_eval)  # 3. the bar and the loss rows
+        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 4. stop?
+
+    def validate(self) -> None:
+        """Play the validation episodes with a snapshot of the weights (so the weights saved are
+        the ones that scored); keep them if they are the best so far."""
+        eval_model = build_model(self.args)
+        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
+        seed = validation_seed(self.evals_done, self.args.eval_episodes)
+        returns = evaluate(eval_model, self.args, self.args.eval_episodes, seed)
+        self.evals_done += 1
+        self.log.validation(self.steps, self.seconds, returns)
+        if np.mean(returns) >= self.best_eval:
+            self.best_eval = float(np.mean(returns))
+            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
+        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a resume point
+        self.solved = np.mean(returns) >= self.args.solve_score
+
+
 def train(args: argparse.Namespace) -> int:
     start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
     random.seed(args.seed)
     np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
     torch.set_num_threads(1)
     if args.resume:
         resume_from = resume_point(args.checkpoint)
-        model, checkpoint = load(resume_from)
+        model, checkpoint = load(resume_from, args.env_id)
         if "optimizer" not in checkpoint:  # a best model.pt holds weights only
             raise CheckpointError(f"{resume_from} has no optimizer state to resume from")
         start.update({k: checkpoint[k] for k in start})
         print(f"resuming from {resume_from} at step {start['steps']}")
     else:
-        model = build_model(args.hidden)
+        model = build_model(args)
         if args.checkpoint is None:
-            args.checkpoint = RUNS / f"cartpole_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}" / "model.pt"
+            folder = f"{run_name(args)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+            args.checkpoint = RUNS / folder / "model.pt"
     paths = paths_for(args.checkpoint)
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
-
-    optimizer = SharedAdam(model.parameters(), lr=args.lr)
+    optimizer = SharedAdam(model.parameters(), lr=learning_rate(args, start["steps"]))
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
-    log = TrainingLog(args, paths, model, optimizer, start)
-    launch = {"processes": train_processes, "threads": train_threads, "batch": train_batch, "ga3c": train_ga3c}
+    run = Run(args, paths, model, optimizer, start)
+    modes = {"processes": train_processes, "threads": train_threads, "batch": train_batch, "ga3c": train_ga3c}
     failure = None
     stop_on_signal()
     try:
-        launch[args.mode](args, model, optimizer, log)
+        modes[args.mode](args, model, optimizer, run)
     except KeyboardInterrupt:
-        log.bar.write("interrupted: saving and stopping the workers")
+        run.log.bar.write("interrupted: saving and stopping the workers")
     except TrainingFailed as error:
         failure = error
     finally:
-        log.close()
-        save_checkpoint(paths["last"], model, optimizer, log)
-    if not paths["best"].exists():  # stopped before the first evaluation
-        save_checkpoint(paths["best"], model, None, log)
-    plot_curve(paths["csv"], paths["png"])
+        run.log.close()
+        save_checkpoint(paths["last"], model, optimizer, run)
+    if not paths["best"].exists():  # stopped before the first validation
+        save_checkpoint(paths["best"], model, None, run)
+    plot_curve(paths["csv"], paths["png"], f"A3C on {args.env_id}")
     if failure is not None:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
               f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
         return 1
-    outcome = "solved" if log.solved else "not solved"
-    print(f"{outcome}: best greedy evaluation {log.best_eval:.1f} after {log.steps} steps, "
-          f"{log.seconds:.1f} s. Best weights: {paths['best']}  curve: {paths['png']}")
+    print(f"{'solved' if run.solved else 'not solved'}: best validation {run.best_eval:.1f} after {run.steps} "
+          f"agent steps, {run.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
     return 0
+
+
+# --------------------------------------------------------------------------- processes and signals
+def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
+    """What every worker does around its loop: one core, the parent's signals left to the parent,
+    its own seed, and a failure reported to the parent (which prints it, saves and stops)."""
+    torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
+    if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
+        ignore_parents_signals()
+    try:
+        torch.manual_seed(seed)
+        target(rank, seed, args, shared)
+    except Exception:
+        shared.errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
+        sys.exit(1)
+
+
+def check_alive(workers: list, errors) -> None:
+    """A worker must not die silently and leave the others training without it (or a trainer
+    waiting forever): raise TrainingFailed with its traceback."""
+    dead = [w for w in workers if not w.is_alive()]
+    if dead:
+        exitcode = getattr(dead[0], "exitcode", None)  # (threads have none)
+        raise TrainingFailed(errors.get() if not errors.empty() else
+                             f"a worker died with exit code {exitcode} (killed for memory?)")
+
+
+def stop_workers(workers: list, stop) -> None:
+    """Also on Ctrl-C, SIGTERM, SIGHUP or a failure: every worker sees `stop` and leaves its loop."""
+    stop.set()
+    for w in workers:
+        w.join(timeout=10)
+        if hasattr(w, "terminate") and w.is_alive():  # a process stuck in a step; threads cannot be
+            w.terminate()
+
+
+def training_seed(seed: int, rank: int, steps: int) -> int:
+    """The first seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
+    return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
+
+
+def validation_seed(evals_done: int, episodes: int) -> int:
+    """The first seed of a validation: fresh seeds each time, all of them between
+    VALIDATION_SEED and TEST_SEED (--eval-episodes is at most 100,000)."""
+    return VALIDATION_SEED + (episodes * evals_done) % (TEST_SEED - VALIDATION_SEED - 100_000)
 
 
 def stop_on_signal() -> None:
@@ -890,14 +918,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train:
             return train(args)
-        path = args.checkpoint or newest_run() or PRETRAINED
-        model, checkpoint = load(path)
+        path = args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args)}.pt"
+        model, checkpoint = load(path, args.env_id)
         print(f"loaded {path} (trained {checkpoint['steps']} steps)")
         if args.eval:
-            returns = evaluate(model, args.episodes, args.seed, verbose=True)
+            returns = evaluate(model, args, args.episodes, args.seed, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
-            play(model, args.episodes, args.seed, args.video)
+            play(model, args)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -25,13 +25,14 @@ sys.path.insert(0, str(ROOT))
 import a3c_kungfu  # noqa: E402
 
 
-def raw_steps_per_second(seconds: float, num_envs: int = 16, num_threads: int = 2) -> float:
-    envs = a3c_kungfu.make_vector_env(num_envs, num_threads=num_threads)
+def raw_steps_per_second(seconds: float, flags: list[str], num_envs: int = 16) -> float:
+    """The games alone, stepped with random actions by one vector env (2 threads, as in batch mode)."""
+    envs = a3c_kungfu.make_vector_env(a3c_kungfu.parse_args(["--train", *flags]), num_envs)
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
     steps, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        envs.step(rng.integers(len(a3c_kungfu.ACTIONS), size=num_envs))
+        envs.step(rng.integers(envs.single_action_space.n, size=num_envs))
         steps += num_envs
     envs.close()
     return steps / (time.perf_counter() - started)
@@ -55,7 +56,7 @@ def network_costs() -> None:
             "a3c_kungfu.py --core lstm (16, 256)": (16, 256, "lstm")}
     T, N = 10, 16
     for name, (channels, hidden, core) in nets.items():
-        model = a3c_kungfu.build_model(hidden, core)
+        model = a3c_kungfu.build_model(a3c_kungfu.parse_args(["--train", "--hidden", str(hidden), "--core", core]))
         model.body[0] = torch.nn.Conv2d(4, channels, 3, stride=2)
         model.body[2] = torch.nn.Conv2d(channels, 32, 3, stride=2)
         rollout = torch.randint(0, 256, (T * N, 4, 42, 42), dtype=torch.uint8)
@@ -87,7 +88,7 @@ def main() -> None:
     parser.add_argument("--flags", default="", help='more a3c_kungfu.py flags, e.g. "--core lstm"')
     args = parser.parse_args()
 
-    raw = raw_steps_per_second(args.seconds)
+    raw = raw_steps_per_second(args.seconds, args.flags.split())
     print(f"{'raw vector env, random actions':36} {raw:8.0f} agent steps/s")
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes:

@@ -20,15 +20,15 @@ import a3c_kungfu as kungfu  # noqa: E402
 def main(core: str = "ff", num_games: int = 8) -> None:
     torch.set_num_threads(1)
     args = kungfu.parse_args(["--train", "--core", core, "--envs-per-worker", str(num_games)])
-    envs = kungfu.make_vector_env(num_games)
-    local_model, shared_model = kungfu.build_model(args.hidden, core), kungfu.build_model(args.hidden, core)
+    envs = kungfu.make_vector_env(args, num_games, training=True)  # one thread, as in a worker
+    local_model, shared_model = kungfu.build_model(args), kungfu.build_model(args)
     shared_model.share_memory()
     optimizer = kungfu.SharedAdam(shared_model.parameters(), lr=1e-4)
     rollouts = kungfu.Rollouts(envs, seed=0)
 
     rng, steps, started = np.random.default_rng(0), 0, time.perf_counter()
     while time.perf_counter() - started < 10:
-        envs.step(rng.integers(len(kungfu.ACTIONS), size=num_games))
+        envs.step(rng.integers(envs.single_action_space.n, size=num_games))
         steps += num_games
     raw = steps / (time.perf_counter() - started)
 

@@ -25,23 +25,25 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def train_evaluate_play(script: Path, mode: str, tmp_path: Path, *train_flags) -> Path:
-    """A short --train in `mode`, then --eval and a headless --play of what it wrote."""
+def train_evaluate_play(script: Path, mode: str, tmp_path: Path, *train_flags, common=()) -> Path:
+    """A short --train in `mode`, then --eval and a headless --play of what it wrote (`common`:
+    flags for all three, such as the game)."""
     import torch
 
     checkpoint = tmp_path / "run" / "model.pt"
-    run_script(script, "--train", "--mode", mode, *train_flags, "--checkpoint", checkpoint, cwd=tmp_path)
+    run_script(script, "--train", "--mode", mode, *common, *train_flags, "--checkpoint", checkpoint, cwd=tmp_path)
     for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
     assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
     assert_losses_logged(tmp_path / "run" / "model.csv")
 
-    out = run_script(script, "--eval", "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint, cwd=tmp_path).stdout
+    out = run_script(script, "--eval", *common, "--episodes", 2, "--seed", 3, "--checkpoint", checkpoint,
+                     cwd=tmp_path).stdout
     assert sum(line.startswith("episode") for line in out.splitlines()) == 2
     assert out.splitlines()[-1].startswith("mean")
 
     video = tmp_path / "play.gif"
-    out = run_script(script, "--play", "--checkpoint", checkpoint, "--video", video, "--video-steps", 20,
+    out = run_script(script, "--play", *common, "--checkpoint", checkpoint, "--video", video, "--video-steps", 20,
                      cwd=tmp_path).stdout
     assert video.stat().st_size > 0 and str(video) in out
     return checkpoint

@@ -131,7 +131,7 @@ def raw_return_standing_still(args, training):
 def test_training_cuts_hopeless_episodes_and_scales_rewards_evaluation_does_not():
     args = carracing.parse_args(["--train", "--patience", "5", "--rollout-len", "8"])
     rollouts = carracing.Rollouts(carracing.make_vector_env(args, 1, training=True), seed=0)
-    model = carracing.build_model(args.actions, args.hidden)
+    model = carracing.build_model(args)
     with torch.no_grad():
         model.policy.bias.copy_(torch.tensor([50.0, 0, 0, 0, 0]))  # always "nothing": the car stands still
     rollout, finished = rollouts.collect(model, args)
@@ -144,17 +144,17 @@ def test_training_cuts_hopeless_episodes_and_scales_rewards_evaluation_does_not(
     assert finished == [pytest.approx(raw_return_standing_still(args, training=True))]  # raw
     full = raw_return_standing_still(args, training=False)  # no cut: all 1000 frames
     assert full < finished[0] - 90
-    assert carracing.evaluate(model, 1, seed=0, args=args) == [pytest.approx(full)]
+    assert carracing.evaluate(model, args, 1, seed=0) == [pytest.approx(full)]
 
 
 def test_recurrent_loss_backpropagates_through_the_rollout():
     args = carracing.parse_args(["--train", "--rollout-len", "4"])
     envs = carracing.make_vector_env(args, 2, training=True)
     rollouts = carracing.Rollouts(envs, seed=0)
-    model = carracing.build_model(args.actions, args.hidden)
+    model = carracing.build_model(args)
     rollout, _ = rollouts.collect(model, args)
-    rollout, _ = rollouts.collect(model, args)  # h0 now carries the first rollout's memory
-    assert rollout["h0"].abs().sum() > 0 and not rollout["h0"].requires_grad
+    rollout, _ = rollouts.collect(model, args)  # state0 now carries the first rollout's memory
+    assert rollout["state0"].abs().sum() > 0 and not rollout["state0"].requires_grad
     loss, _ = carracing.a3c_loss(model, **rollout, args=args)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.core.parameters())

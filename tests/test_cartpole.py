@@ -51,7 +51,7 @@ def test_shared_adam_matches_torch_adam_and_keeps_its_state_in_shared_memory():
     obs = torch.randn(6, 4)
     for _ in range(5):
         for model, opt in ((mine, ours), (reference, theirs)):
-            opt.zero_grad()
+            model.zero_grad()
             logits, values = model(obs)
             (logits.pow(2).sum() + values.sum()).backward()
             opt.step()
@@ -117,10 +117,11 @@ def test_return_rises_within_a_step_budget(tmp_path):
     checkpoint = tmp_path / "model.pt"
     run("--train", "--mode", "batch", "--seed", 1, "--max-steps", 60_000, "--checkpoint", checkpoint,
         cwd=tmp_path)
-    untrained = a3c.build_model(hidden=64)
-    before = np.mean(a3c.evaluate(untrained, 20, seed=500))
-    trained, _ = a3c.load(checkpoint)
-    after = np.mean(a3c.evaluate(trained, 20, seed=500))
+    args = a3c.parse_args(["--train"])
+    untrained = a3c.build_model(args)
+    before = np.mean(a3c.evaluate(untrained, args, 20, seed=500))
+    trained, _ = a3c.load(checkpoint, a3c.ENV_ID)
+    after = np.mean(a3c.evaluate(trained, args, 20, seed=500))
     assert before < 100 and after >= 400, (before, after)
 
 
@@ -194,12 +195,12 @@ def test_corrupt_checkpoint(tmp_path, content):
 
 def test_truncated_checkpoint(tmp_path):
     bad = tmp_path / "cut.pt"
-    bad.write_bytes(a3c.PRETRAINED.read_bytes()[:2000])
+    bad.write_bytes((a3c.PRETRAINED / "cartpole.pt").read_bytes()[:2000])
     assert "cannot read" in one_line_error(run("--eval", "--checkpoint", bad, cwd=tmp_path, check=False))
 
 
 def test_checkpoint_of_another_env_or_architecture(tmp_path):
-    saved = torch.load(a3c.PRETRAINED, weights_only=True)
+    saved = torch.load(a3c.PRETRAINED / "cartpole.pt", weights_only=True)
     other_env = tmp_path / "other_env.pt"
     torch.save({**saved, "env_id": "ALE/KungFuMaster-v5"}, other_env)
     assert "KungFuMaster" in one_line_error(run("--eval", "--checkpoint", other_env, cwd=tmp_path, check=False))

@@ -17,20 +17,24 @@ def run(*flags, cwd, check=True, timeout=300):
     return run_script(SCRIPT, *flags, cwd=cwd, check=check, timeout=timeout)
 
 
-def test_protocol_minimal_action_set():
-    env = kungfu.make_env()
-    assert env.unwrapped.get_action_meanings() == kungfu.ACTIONS
-    assert env.observation_space.shape == (4, 42, 42)
+@pytest.mark.parametrize("env_id, n_actions", [("ALE/KungFuMaster-v5", 14), ("ALE/Pong-v5", 6),
+                                               ("ALE/Breakout-v5", 4)])
+def test_protocol_minimal_action_set_of_each_game(env_id, n_actions):
+    args = kungfu.parse_args(["--train", "--env-id", env_id])
+    env = kungfu.make_env(args)
+    assert env.action_space.n == n_actions and env.observation_space.shape == (4, 42, 42)
     env.close()
-    envs = kungfu.make_vector_env(2)
-    assert envs.single_action_space.n == len(kungfu.ACTIONS) == 14
+    envs = kungfu.make_vector_env(args, 2)
+    assert envs.single_action_space.n == n_actions
     envs.close()
+    assert kungfu.build_model(args).policy.out_features == n_actions
 
 
 def test_play_env_sees_the_same_pixels_as_the_training_env(monkeypatch):
     # Sticky actions draw from each env's own random stream; switch them off to compare pixels.
     monkeypatch.setattr(kungfu, "STICKY_ACTIONS", 0.0)
-    single, vector = kungfu.make_env(), kungfu.make_vector_env(1)
+    args = kungfu.parse_args(["--train"])
+    single, vector = kungfu.make_env(args), kungfu.make_vector_env(args, 1)
     obs_single, _ = single.reset(seed=5)
     obs_vector, _ = vector.reset(seed=5)
     np.testing.assert_array_equal(obs_single, obs_vector[0])
@@ -63,7 +67,7 @@ class ScriptedGames:
 def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
     args = kungfu.parse_args(["--train", "--rollout-len", "3"])
     rollouts = kungfu.Rollouts(ScriptedGames(), seed=0)
-    rollout, finished = rollouts.collect(kungfu.build_model(args.hidden, args.core), args)
+    rollout, finished = rollouts.collect(kungfu.build_model(args), args)
     np.testing.assert_array_equal(rollout["rewards"], [[1, 0], [1, 1], [0, 0]])  # sign(r)
     np.testing.assert_array_equal(rollout["terminated"], [[0, 0], [1, 1], [0, 0]])  # life lost / game over
     assert rollout["next_obs"][1, 1, 0, 0, 0] == 102  # the ended game's final frame, not the reset one
@@ -73,8 +77,8 @@ def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
 
 def test_lstm_acting_and_loss_see_the_same_states():
     args = kungfu.parse_args(["--train", "--core", "lstm", "--hidden", "32", "--rollout-len", "4"])
-    rollouts = kungfu.Rollouts(kungfu.make_vector_env(2), seed=0)
-    model = kungfu.build_model(args.hidden, args.core)
+    rollouts = kungfu.Rollouts(kungfu.make_vector_env(args, 2), seed=0)
+    model = kungfu.build_model(args)
     rollouts.collect(model, args)
     rollouts.starts[1] = 1.0  # as if game 1 began anew: its state must be reset, game 0's carried
     rollout, _ = rollouts.collect(model, args)
@@ -91,10 +95,23 @@ def test_lstm_acting_and_loss_see_the_same_states():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.core.parameters())
 
 
-@pytest.mark.parametrize("mode, core", [("processes", "ff"), ("batch", "lstm")])
-def test_both_modes_train_evaluate_and_play(mode, core, tmp_path):
-    train_evaluate_play(SCRIPT, mode, tmp_path, "--max-steps", 200, "--eval-every", 100, "--eval-episodes", 1,
-                        "--envs-per-worker", 2, "--num-envs", 4, "--rollout-len", 5, "--core", core)
+@pytest.mark.parametrize("mode, core, game", [("processes", "ff", "ALE/KungFuMaster-v5"),
+                                              ("batch", "lstm", "ALE/Breakout-v5")])
+def test_both_modes_train_evaluate_and_play_any_game(mode, core, game, tmp_path):
+    checkpoint = train_evaluate_play(SCRIPT, mode, tmp_path, "--max-steps", 200, "--eval-every", 100,
+                                     "--eval-episodes", 1, "--envs-per-worker", 2, "--num-envs", 4,
+                                     "--rollout-len", 5, "--core", core, common=("--env-id", game))
+    assert torch.load(checkpoint, weights_only=True)["env_id"] == game
+
+
+def test_run_folders_follow_the_game_and_a_checkpoint_plays_only_its_own_game(tmp_path):
+    run("--train", "--env-id", "ALE/Pong-v5", "--mode", "batch", "--num-envs", 2, "--rollout-len", 5,
+        "--max-steps", 20, "--eval-every", 10, "--eval-episodes", 1, cwd=tmp_path)
+    (checkpoint,) = tmp_path.glob("runs/pong_batch_*/model.pt")
+    out = run("--eval", "--env-id", "ALE/Pong-v5", "--episodes", 1, cwd=tmp_path).stdout  # the newest Pong run
+    assert f"loaded {checkpoint.relative_to(tmp_path)}" in out
+    line = one_line_error(run("--eval", "--checkpoint", checkpoint, cwd=tmp_path, check=False))
+    assert "ALE/Pong-v5" in line and "ALE/KungFuMaster-v5" in line
 
 
 def test_bad_input(tmp_path):
@@ -107,3 +124,4 @@ def test_bad_input(tmp_path):
     assert "cannot read" in one_line_error(run("--eval", "--checkpoint", corrupt, cwd=tmp_path, check=False))
     one_line_error(run("--train", "--envs-per-worker", "0", cwd=tmp_path, check=False))
     one_line_error(run("--train", "--mode", "threads", cwd=tmp_path, check=False))
+    assert "ALE game" in one_line_error(run("--train", "--env-id", "ALE/NoSuchGame-v5", cwd=tmp_path, check=False))
