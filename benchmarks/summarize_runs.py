@@ -1,0 +1,77 @@
+"""A table of training runs compared at equal agent steps, from their CSVs and checkpoints.
+
+    python benchmarks/summarize_runs.py runs/screen/*/model.csv
+    python benchmarks/summarize_runs.py benchmarks/atari/*.csv --at 1e6 2e6 3e6
+
+For each run and each step count in --at: the validation mean at the first validation at or
+after it, the mean raw score of the training games that ended in the half-million steps before
+it, and the policy's entropy there. A run that never reached a step count shows "-". The
+settings column lists the flags in which the run differs from the script's defaults, read from
+the checkpoint beside the CSV (model.pt), so the table says what was run.
+Markdown, for benchmarks/*.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import a3c_kungfu  # noqa: E402
+
+IGNORED = {"train", "play", "eval", "resume", "checkpoint", "seed", "episodes", "video", "video_steps",
+           "max_seconds", "eval_every", "eval_episodes", "workers", "greedy"}
+
+
+def settings(csv_path: Path) -> str:
+    """The flags in which the run's saved arguments (in model.pt beside model.csv) differ from
+    a3c_kungfu.py's defaults."""
+    checkpoint = csv_path.with_suffix(".pt")
+    if not checkpoint.is_file():
+        return "?"
+    saved = torch.load(checkpoint, weights_only=True)["args"]
+    defaults = vars(a3c_kungfu.parse_args(["--train"]))
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in saved.items()
+             if k in defaults and k not in IGNORED and v != defaults[k]]
+    return " ".join(flags).replace("--env-id ALE/", "").replace(" True", "")
+
+
+def summarize(csv_path: Path, at: list[int]) -> list[str]:
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    last = max(int(r["step"]) for r in rows)
+    cells = []
+    for step in at:
+        if last < step:
+            cells.append("-")
+            continue
+        evals = [float(r["eval_mean"]) for r in rows if r["eval_mean"] and int(r["step"]) >= step]
+        games = [float(r["train_return"]) for r in rows
+                 if r["train_return"] and step - 500_000 < int(r["step"]) <= step]
+        entropy = [float(r["entropy"]) for r in rows if r["entropy"] and int(r["step"]) <= step]
+        eval_text = f"{evals[0]:.0f}" if evals else "-"
+        games_text = f"{sum(games) / len(games):.1f}" if games else "-"
+        cells.append(f"{eval_text} / {games_text} / {entropy[-1]:.2f}" if entropy else f"{eval_text} / {games_text}")
+    return [csv_path.parent.name, settings(csv_path), f"{last / 1e6:.2f}M", *cells]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("csvs", nargs="+", type=Path)
+    parser.add_argument("--at", nargs="+", type=float, default=[1e6, 2e6, 3e6], help="agent steps to compare at")
+    args = parser.parse_args()
+    at = [int(s) for s in args.at]
+    header = ["run", "settings (besides the defaults)", "steps reached",
+              *(f"at {s / 1e6:g}M: validation / training games / entropy" for s in at)]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for path in args.csvs:
+        print("| " + " | ".join(summarize(path, at)) + " |")
+
+
+if __name__ == "__main__":
+    main()
