@@ -230,8 +230,7 @@ def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.nd
 
 def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
     """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
-    shared optimizer (a single learner passes the shared model as its local copy); the gradient
-    norm before clipping, for the log."""
+    shared optimizer (a single learner's local copy is the shared model); returns the norm before clipping."""
     local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
@@ -255,14 +254,10 @@ def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None
 
 
 class SharedAdam:
-    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory.
-
-    Shared between all workers: the step count t, the moments m and v, and the learning rate
-    (set by learning_rate() below), like the weights themselves. An optimizer created inside
-    each worker would silently give every worker its own moments. Written out rather than
-    subclassing torch.optim.Adam: the maths fits in a few lines, and torch.optim's first use
-    costs a second of start-up (it imports torch._dynamo).
-    """
+    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory: the
+    step count t, the moments m and v and the learning rate are shared by all workers, like the
+    weights (an optimizer made inside each worker would silently give each its own moments).
+    Written out: the maths fits in a few lines, and torch.optim's first use costs a second."""
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
@@ -348,8 +343,7 @@ def train_processes(args, model, optimizer, run, use_threads: bool = False) -> N
 
 
 def train_threads(args, model, optimizer, run) -> None:
-    """The same workers as threads: simple, but the GIL lets only one thread run Python at a
-    time, so on CartPole (tiny tensors, mostly Python overhead) threads add no speed."""
+    """The same workers as threads: the GIL runs one thread's Python at a time, so no faster."""
     train_processes(args, model, optimizer, run, use_threads=True)
 
 
@@ -445,9 +439,8 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
 # --------------------------------------------------------------------------- evaluation and play
 def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
-    """Greedy (argmax) returns of `episodes` full episodes of the unmodified env, seeds seed, seed+1, ...
-
-    The episodes run side by side in a vector env so each step is one batched forward pass."""
+    """Greedy (argmax) returns of `episodes` full episodes, seeds seed, seed+1, ..., side by side in
+    a vector env so that each step is one batched forward pass."""
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
     returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
@@ -487,8 +480,7 @@ def play(model: ActorCritic, args: argparse.Namespace) -> None:
 
 
 def has_display() -> bool:
-    """A window can be opened. Without one, pygame is told to draw off screen (else SDL prints a
-    harmless but alarming XDG_RUNTIME_DIR error)."""
+    """A window can be opened; if not, SDL draws off screen (without an XDG_RUNTIME_DIR error)."""
     display = sys.platform in ("win32", "darwin") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
     if not display:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -524,7 +516,6 @@ class TrainingLog:
     def episode(self, steps: int, seconds: float, episode_return: float) -> None:
         self.recent = (self.recent + [episode_return])[-20:]
         self.csv.writerow([steps, f"{seconds:.2f}", episode_return])
-        self.csv_file.flush()
 
     def validation(self, steps: int, seconds: float, returns: list[float]) -> None:
         self.csv.writerow([steps, f"{seconds:.2f}", "", f"{np.mean(returns):.1f}", f"{np.std(returns):.1f}"])
@@ -543,6 +534,7 @@ class TrainingLog:
                 self.csv.writerow([steps, f"{seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
                                    f"{updates / (now - self.row_started):.2f}"])
             self.row_started = now
+            self.csv_file.flush()  # a long run's CSV can be read while it trains
         self.bar.update(steps - self.bar.n)
         self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}", eval=f"{best_eval:.0f}",
                              ent=f"{self.entropy:.2f}", refresh=False)
@@ -558,9 +550,8 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, run: Run) -> None:
-    """The weights, the arguments and the counters; with an optimizer, everything --resume needs.
-    Written to a temp file, flushed to disk and renamed, so an interrupted save never destroys
-    the previous checkpoint."""
+    """The weights, arguments and counters (with an optimizer: all --resume needs), written to a
+    temp file, flushed and renamed, so an interrupted save never destroys the previous one."""
     checkpoint = {
         "env_id": run.args.env_id, "model": model.state_dict(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
@@ -617,13 +608,6 @@ def paths_for(checkpoint: Path) -> dict[str, Path]:
     stem = checkpoint.with_suffix("")
     return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
             "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
-
-
-def resume_point(checkpoint: Path) -> Path:
-    """A run resumes from its model_last.pt (weights, optimizer, counters); a checkpoint without
-    one (an older run's) is its own resume point."""
-    last = paths_for(checkpoint)["last"]
-    return last if last.is_file() else checkpoint
 
 
 # --------------------------------------------------------------------------- the plot
@@ -705,9 +689,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-NOT_RESTORED = {"train", "play", "eval", "resume", "checkpoint"}  # what --resume takes from today's flags
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -718,11 +699,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
-            _, checkpoint = load(resume_point(run), args.env_id)
+            _, checkpoint = load(paths_for(run)["last"], args.env_id)  # a run resumes from its model_last.pt
         except CheckpointError as error:
             parser.error(str(error))
         # the saved arguments become the defaults, so only the flags typed now override them
-        saved = {k: v for k, v in checkpoint["args"].items() if k in vars(args) and k not in NOT_RESTORED}
+        not_restored = {"train", "play", "eval", "resume", "checkpoint"}
+        saved = {k: v for k, v in checkpoint["args"].items() if k in vars(args) and k not in not_restored}
         parser.set_defaults(**saved)
         args = parser.parse_args(argv)
         for name in ARCHITECTURE:
@@ -753,9 +735,8 @@ class TrainingFailed(Exception):
 
 
 class Run:
-    """The parent's side of a training run: the counters a checkpoint keeps, and its periodic
-    duties, which tick() runs in order (as nanoGPT's training loop reads): set the learning rate,
-    validate and keep the best weights, write the log, decide whether to stop."""
+    """The parent's side of training: the counters a checkpoint keeps, and the periodic duties that
+    tick() runs in order, as nanoGPT's loop reads: learning rate, validation, log, stop."""
 
     def __init__(self, args, paths, model, optimizer, start: dict):
         self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
@@ -784,8 +765,7 @@ class Run:
         return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 4. stop?
 
     def validate(self) -> None:
-        """Play the validation episodes with a snapshot of the weights (so the weights saved are
-        the ones that scored); keep them if they are the best so far."""
+        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored)."""
         eval_model = build_model(self.args)
         eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
         seed = validation_seed(self.evals_done, self.args.eval_episodes)
@@ -806,9 +786,9 @@ def train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
     torch.set_num_threads(1)
     if args.resume:
-        resume_from = resume_point(args.checkpoint)
+        resume_from = paths_for(args.checkpoint)["last"]
         model, checkpoint = load(resume_from, args.env_id)
-        if "optimizer" not in checkpoint:  # a best model.pt holds weights only
+        if "optimizer" not in checkpoint:  # (model.pt holds weights only)
             raise CheckpointError(f"{resume_from} has no optimizer state to resume from")
         start.update({k: checkpoint[k] for k in start})
         print(f"resuming from {resume_from} at step {start['steps']}")
@@ -850,8 +830,7 @@ def train(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- processes and signals
 def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
-    """What every worker does around its loop: one core, the parent's signals left to the parent,
-    its own seed, and a failure reported to the parent (which prints it, saves and stops)."""
+    """Around every worker's loop: one core, its own seed, and a failure reported to the parent."""
     torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
     if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
         ignore_parents_signals()

@@ -1,8 +1,8 @@
 """The feed-forward and the LSTM KungFuMaster agents side by side: validation mean (8 sampled
 games each) against wall time and against frames, from two training CSVs of a3c_kungfu.py.
 
-    python benchmarks/plot_kungfu_cores.py in_progress/kungfu/model.csv in_progress/kungfu_lstm/model.csv \\
-        --out docs/kungfu_cores.png
+    python benchmarks/plot_kungfu_cores.py benchmarks/kungfu/ff_2h.csv benchmarks/kungfu/lstm_2h.csv \\
+        --out benchmarks/kungfu/cores.png
 """
 import argparse
 import csv
@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ff_csv", type=Path)
     parser.add_argument("lstm_csv", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("docs/kungfu_cores.png"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/kungfu/cores.png"))
     args = parser.parse_args()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for path, label in ((args.ff_csv, "--core ff"), (args.lstm_csv, "--core lstm")):
