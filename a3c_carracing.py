@@ -248,8 +248,9 @@ class Shared(NamedTuple):
     update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
 
 
-ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,  # what
-                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}  # collect() gives a3c_loss
+# what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each
+ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,
+                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}
 
 
 class Rollouts:

@@ -182,8 +182,9 @@ class Shared(NamedTuple):
     rollout_queue: Any = None  # GA3C: actors queue their rollouts for the trainer
 
 
+# what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each
 ROLLOUT_DTYPES = {"obs": np.float32, "actions": np.int64, "rewards": np.float32, "next_obs": np.float32,
-                  "terminated": np.float32, "truncated": np.float32}  # what collect() gives a3c_loss
+                  "terminated": np.float32, "truncated": np.float32}
 
 
 class Rollouts:

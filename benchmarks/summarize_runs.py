@@ -6,38 +6,28 @@
 For each run and each step count in --at: the validation mean at the first validation at or
 after it, the mean raw score of the training games that ended in the half-million steps before
 it, and the policy's entropy there. A run that never reached a step count shows "-". The
-settings column lists the flags in which the run differs from the script's defaults, read from
-the checkpoint beside the CSV (model.pt), so the table says what was run.
-Markdown, for benchmarks/*.md.
+settings column lists the run's recipe settings, read from the checkpoint beside the CSV
+(model.pt saves the arguments), so the table says what was run. Markdown, for benchmarks/*.md.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import a3c_kungfu  # noqa: E402
-
-IGNORED = {"train", "play", "eval", "resume", "checkpoint", "seed", "episodes", "video", "video_steps",
-           "max_seconds", "eval_every", "eval_episodes", "workers", "greedy"}
+RECIPE = ("env_id", "envs_per_worker", "rollout_len", "gae_lambda", "lr", "normalize_advantages", "init",
+          "entropy_coef", "max_grad_norm", "core")  # the settings a recipe run is told apart by
 
 
 def settings(csv_path: Path) -> str:
-    """The flags in which the run's saved arguments (in model.pt beside model.csv) differ from
-    a3c_kungfu.py's defaults."""
+    """The run's recipe settings, read from model.pt beside model.csv (it saves the arguments)."""
     checkpoint = csv_path.with_suffix(".pt")
     if not checkpoint.is_file():
         return "?"
     saved = torch.load(checkpoint, weights_only=True)["args"]
-    defaults = vars(a3c_kungfu.parse_args(["--train"]))
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in saved.items()
-             if k in defaults and k not in IGNORED and v != defaults[k]]
-    return " ".join(flags).replace("--env-id ALE/", "").replace(" True", "")
+    return ", ".join(f"{k}={saved[k]}" for k in RECIPE if k in saved).replace("env_id=ALE/", "")
 
 
 def summarize(csv_path: Path, at: list[int]) -> list[str]:
@@ -65,7 +55,7 @@ def main() -> None:
     parser.add_argument("--at", nargs="+", type=float, default=[1e6, 2e6, 3e6], help="agent steps to compare at")
     args = parser.parse_args()
     at = [int(s) for s in args.at]
-    header = ["run", "settings (besides the defaults)", "steps reached",
+    header = ["run", "settings", "steps reached",
               *(f"at {s / 1e6:g}M: validation / training games / entropy" for s in at)]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
