@@ -27,13 +27,11 @@ Modes (--mode):
     batch      one learner steps a vector of environments in lock-step (synchronous A2C)
     ga3c       workers only act and queue their rollouts; one trainer learns from batches of them
 
-`--train` stops once solved: every --eval-every steps the current weights play --eval-episodes
-greedy episodes on fresh seeds, and a mean of at least --solve-score (default 500, the maximum)
-ends training. Those weights are the checkpoint.
+`--train` stops once solved: a validation (--eval-episodes greedy episodes every --eval-every
+steps) with a mean of --solve-score (500, the maximum); those weights are the checkpoint.
 
-Seeds: training envs start from seeds below 500,000 (derived from --seed, the worker and the
-step count, so a resumed run plays new episodes); the evaluations during training play seeds
-from 500,000; --eval and --play default to seeds from 1,000,000, which no training run sees.
+Seeds: training envs start below 500,000 (new ones after every --resume), validations play seeds
+from 500,000, --eval and --play from 1,000,000, which no training run sees.
 
 The file reads top to bottom: the settings, the network, the loss, the worker and what it uses,
 the modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
@@ -42,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import queue
@@ -51,7 +50,7 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -72,8 +71,7 @@ LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, av
 
 
 def default_workers() -> int:
-    """One worker per core this process may use, at most 8: each worker keeps one core busy,
-    more workers than cores only adds switching, and beyond 8 this script was never measured."""
+    """One per core this process may use (more only adds switching), at most 8 (never measured beyond)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, 8))
 
@@ -197,8 +195,7 @@ class Rollouts:
 
     def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
         """n steps of every env: the rollout arrays [T, N] and the raw returns of finished episodes."""
-        steps = []
-        finished = []
+        steps, finished = [], []
         for _ in range(args.rollout_len):
             with torch.no_grad():
                 actions = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)
@@ -312,7 +309,8 @@ def add_to(loss_sums, terms: list[float]) -> None:
 
 # --------------------------------------------------------------------------- the modes
 def train_processes(args, model, optimizer, run, use_threads: bool = False) -> None:
-    """A3C proper: workers run asynchronously against the shared model (processes or threads)."""
+    """A3C proper: workers run asynchronously against the shared model. As threads (--mode threads)
+    the code is the same, but the GIL runs one thread's Python at a time: no faster than one worker."""
     if use_threads:
         Worker, shared = threading.Thread, Shared(
             model, optimizer, global_steps=mp.Value("q", run.steps), stop=threading.Event(),
@@ -343,11 +341,6 @@ def train_processes(args, model, optimizer, run, use_threads: bool = False) -> N
         stop_workers(workers, shared.stop)
 
 
-def train_threads(args, model, optimizer, run) -> None:
-    """The same workers as threads: the GIL runs one thread's Python at a time, so no faster."""
-    train_processes(args, model, optimizer, run, use_threads=True)
-
-
 def train_batch(args, model, optimizer, run) -> None:
     """Synchronous A2C: one learner, one forward pass for a whole vector of environments."""
     envs = make_vector_env(args, args.num_envs, training=True)
@@ -374,12 +367,10 @@ def ga3c_actor(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -
         rollout, finished = rollouts.collect(shared.model, args)  # the trainer's weights, read directly
         for episode_return in finished:
             shared.episode_returns.put(episode_return)
-        while not shared.stop.is_set():
-            try:
-                shared.rollout_queue.put(rollout, timeout=0.1)  # blocks while the trainer is behind
+        while not shared.stop.is_set():  # wait while the trainer is behind, but not past a stop
+            with suppress(queue.Full):
+                shared.rollout_queue.put(rollout, timeout=0.1)
                 break
-            except queue.Full:
-                pass
 
 
 def train_ga3c(args, model, optimizer, run) -> None:
@@ -583,8 +574,7 @@ def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if checkpoint.get("env_id") != env_id:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
-    saved = argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]})
-    model = build_model(saved)
+    model = build_model(argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]}))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -805,7 +795,8 @@ def train(args: argparse.Namespace) -> int:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
     run = Run(args, paths, model, optimizer, start)
-    modes = {"processes": train_processes, "threads": train_threads, "batch": train_batch, "ga3c": train_ga3c}
+    modes = {"processes": train_processes, "threads": functools.partial(train_processes, use_threads=True),
+             "batch": train_batch, "ga3c": train_ga3c}
     failure = None
     stop_on_signal()
     try:

@@ -82,8 +82,7 @@ LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, av
 
 
 def default_workers() -> int:
-    """One worker per core this process may use, at most 8: each worker keeps one core busy,
-    more workers than cores only adds switching, and beyond 8 this script was never measured."""
+    """One per core this process may use (more only adds switching), at most 8 (never measured beyond)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, 8))
 
@@ -271,8 +270,7 @@ class Rollouts:
         if self.state is None:
             self.state = model.initial_state(self.envs.num_envs)
         state0 = self.state  # where backpropagation through this rollout starts (no gradient before it)
-        steps = []
-        finished = []
+        steps, finished = [], []
         for _ in range(args.rollout_len):
             with torch.no_grad():
                 state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new game forgets
@@ -627,8 +625,7 @@ def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if checkpoint.get("env_id") != env_id:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
-    saved = argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]})
-    model = build_model(saved)
+    model = build_model(argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]}))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
