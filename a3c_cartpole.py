@@ -496,8 +496,8 @@ class TrainingLog:
         self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the learners add to it (add_to)
         self.every = max(1, args.eval_every // 10)
         self.next_row, self.row_started, self.recent, self.entropy = steps + self.every, time.time(), [], math.nan
-        new_file = not csv_path.exists()
-        self.csv_file = open(csv_path, "a", newline="")
+        new_file = not steps or not csv_path.exists()  # a resumed run adds to its CSV; a new one starts it
+        self.csv_file = open(csv_path, "w" if new_file else "a", newline="")
         self.csv = csv.writer(self.csv_file)
         if new_file:
             self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",

@@ -14,7 +14,8 @@ network. A worker repeats:
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s; theta')
     3. n-step return:                              R_t = r_t + gamma * R_{t+1},  R_n = V(s_n)
-       advantage:                                  A_t = R_t - V(s_t)     (or GAE(lambda), --gae-lambda)
+       advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda), lambda 0.95 here;
+                                                   then scaled to mean 0, std 1 over the update)
     4. loss = -mean(log pi(a_t | s_t) * A_t)             policy gradient, A_t held constant
               + value_coef   * mean((R_t - V(s_t))^2)    critic regression
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
@@ -26,7 +27,8 @@ minimal action set (KungFuMaster: 14 actions), full games up to 108,000 frames. 
 are 4 stacked 42x42 grayscale frames. Training sees clipped rewards sign(r) and treats a lost
 life as the end of the value's horizon; every score printed, logged or plotted is the raw score
 of full games. Any ALE v5 game id works with --env-id: the action set, the network's output,
-run folders and checkpoints follow the game.
+run folders and checkpoints follow the game. One set of defaults serves every game: chosen by
+short runs on KungFuMaster and Pong compared at equal agent steps (benchmarks/atari_recipes.md).
 
 The network: three convolutions, a fully connected layer and, with --core lstm, an LSTM (the A3C
 paper's best Atari agent). Each worker steps a small batch of games (--envs-per-worker) with
@@ -96,18 +98,18 @@ SETTINGS = {
     "num_envs": (16, "--mode batch: games in the one vector"),
     "rollout_len": (10, "n: steps per update per game (t_max)"),
     "gamma": (0.99, "discount factor"),
-    "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
+    "gae_lambda": (0.95, "GAE lambda; 1.0 is the paper's n-step advantage"),
     "lr": (4e-4, "Adam learning rate (at the start, with --lr-schedule linear)"),
     "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
     "entropy_coef": (0.01, "weight of the entropy bonus"),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (0.5, "clip each update's gradient norm to this"),
-    "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
+    "normalize_advantages": (True, "scale each update's advantages to mean 0 and std 1"),
     "epsilon": (0.0, "probability of a uniform random action instead of sampling pi; makes the update "
                      "off-policy (the loss treats those actions as pi's)"),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
-    "init": ("torch", "first weights: torch's defaults, or orthogonal with a 0.01 gain on the policy head "
+    "init": ("orthogonal", "first weights: torch's defaults, or orthogonal with a 0.01 gain on the policy head "
                       "(a uniform first policy)", ("torch", "orthogonal")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (math.inf, "also stop after this much wall time, earlier runs joined by --resume included"),
@@ -547,8 +549,8 @@ class TrainingLog:
         self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the learners add to it (add_to)
         self.every = max(1, args.eval_every // 10)
         self.next_row, self.row_started, self.recent, self.entropy = steps + self.every, time.time(), [], math.nan
-        new_file = not csv_path.exists()
-        self.csv_file = open(csv_path, "a", newline="")
+        new_file = not steps or not csv_path.exists()  # a resumed run adds to its CSV; a new one starts it
+        self.csv_file = open(csv_path, "w" if new_file else "a", newline="")
         self.csv = csv.writer(self.csv_file)
         if new_file:
             self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
