@@ -614,9 +614,9 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
     os.replace(tmp, path)
 
 
-def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
-    """The model saved at `path` and the whole checkpoint (its args, counters and perhaps the
-    optimizer state); a CheckpointError with a one-line reason if that is not possible."""
+def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
+    """The model saved at `path` (for env_id; None: any) and the whole checkpoint (its args,
+    counters and perhaps the optimizer state); a CheckpointError with a one-line reason if not."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -625,7 +625,7 @@ def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
-    if checkpoint.get("env_id") != env_id:
+    if env_id is not None and checkpoint.get("env_id") != env_id:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
     model = build_model(argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]}))
     try:
@@ -751,7 +751,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
-            _, checkpoint = load(paths_for(run)["last"], args.env_id)  # a run resumes from its model_last.pt
+            _, checkpoint = load(paths_for(run)["last"], None)  # the run's env comes back with its settings
         except CheckpointError as error:
             parser.error(str(error))
         # the saved arguments become the defaults, so only the flags typed now override them

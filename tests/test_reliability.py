@@ -57,6 +57,13 @@ def test_resume_refuses_a_flag_that_changes_the_network(name, tmp_path):
     assert "--hidden 64" in line and "32" in line
 
 
+def test_resume_takes_the_game_from_the_run_and_refuses_another(tmp_path):
+    run = save_run(a3c_kungfu, tmp_path, "--env-id", "ALE/Pong-v5")
+    assert a3c_kungfu.parse_args(["--train", "--resume", "--checkpoint", str(run)]).env_id == "ALE/Pong-v5"
+    with pytest.raises(SystemExit):
+        a3c_kungfu.parse_args(["--train", "--resume", "--checkpoint", str(run), "--env-id", "ALE/Breakout-v5"])
+
+
 def test_resume_refuses_another_action_set_or_repeat(tmp_path):
     run = save_run(a3c_carracing, tmp_path, "--actions", "tutorial")
     assert a3c_carracing.parse_args(["--train", "--resume", "--checkpoint", str(run)]).actions == "tutorial"
