@@ -43,7 +43,7 @@ def summarize(csv_path: Path, at: list[int]) -> list[str]:
         games = [float(r["train_return"]) for r in rows
                  if r["train_return"] and step - 500_000 < int(r["step"]) <= step]
         entropy = [float(r["entropy"]) for r in rows if r["entropy"] and int(r["step"]) <= step]
-        eval_text = f"{evals[0]:.0f}" if evals else "-"
+        eval_text = (f"{evals[0]:.0f}" if abs(evals[0]) >= 100 else f"{evals[0]:.1f}") if evals else "-"
         games_text = f"{sum(games) / len(games):.1f}" if games else "-"
         cells.append(f"{eval_text} / {games_text} / {entropy[-1]:.2f}" if entropy else f"{eval_text} / {games_text}")
     return [csv_path.parent.name, settings(csv_path), f"{last / 1e6:.2f}M", *cells]
