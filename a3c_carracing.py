@@ -19,15 +19,16 @@ network. A worker repeats:
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
-CarRacing specifics. Gymnasium's CarRacing-v3 with discrete control; each action is held for 4
-frames. The network is a conv trunk, a GRU core and policy/value heads; the GRU state is reset at
-each episode's start, carried across rollouts and trained by backpropagation through each
-rollout. Training sees rewards scaled by 0.1 (not clipped: a step over two tiles must be worth
-more than a step over one) and cuts an episode after a long streak of negative reward (the car
-is lost); evaluation plays full 1000-frame episodes with neither, and every score shown is the
-raw env return. The env is the stock one, drawn for less (see FastCarRacing): frames the agent
-never sees are not drawn, and a drawn frame skips the polygons that are off screen; a test
-checks that the pixels are the stock env's.
+CarRacing specifics. Gymnasium's CarRacing-v3 with discrete control, or with --actions continuous
+a Beta policy over steering and one pedal (gas or brake); each action is held for 4 frames. The
+network is a conv trunk, a GRU core and policy/value heads; the GRU state is reset at each
+episode's start, carried across rollouts and trained by backpropagation through each rollout.
+Training sees rewards scaled by 0.1 (not clipped: a step over two tiles must be worth more than
+a step over one) and cuts an episode after a long streak of negative reward (the car is lost);
+evaluation plays full 1000-frame episodes with neither, and every score shown is the raw env
+return. The env is the stock one, drawn for less (see FastCarRacing): frames the agent never
+sees are not drawn, and a drawn frame skips the polygons that are off screen; a test checks
+that the pixels are the stock env's.
 
 Seeds: training envs play tracks from seeds below 500,000 (derived from --seed, the worker and
 the step count, so a resumed run plays new tracks); the validations during training always play
@@ -37,9 +38,6 @@ that no training run sees. Hogwild updates are not bit-reproducible, even with -
 Modes (--mode):
     processes  real A3C: worker processes update a model in shared memory (the default)
     batch      one learner steps one vector of environments in lock-step (synchronous A2C)
-
-The file reads top to bottom: the settings, the network, the loss, the worker and what it uses,
-the modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
 """
 from __future__ import annotations
 
@@ -72,13 +70,17 @@ ENV_ID = "CarRacing-v3"
 PRETRAINED = Path(__file__).parent / "pretrained"
 RUNS = Path("runs")
 MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 1000, 64, 4  # CarRacing-v3's time limit; the agent's view
+CONTROLS = ("steer", "pedal")  # the continuous policy's action; SteerAndPedal makes [steer, gas, brake] of it
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
-# Discrete control. Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
-# right, gas 0.2, brake. The other sets are [steer, gas, brake] vectors for the continuous env:
-# the tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the
-# gas on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# "continuous": the env's own continuous control, a Beta policy over steering and one pedal (gas or brake).
+# The discrete sets: Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
+# right, gas 0.2, brake. The others are [steer, gas, brake] vectors for the continuous env: the
+# tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the gas
+# on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
 ACTION_SETS = {
+    "continuous": None,
     "gymnasium": ["nothing", "left", "right", "gas", "brake"],
     "tutorial": {"left": [-0.8, 0.0, 0.0], "right": [0.8, 0.0, 0.0], "gas": [0.0, 0.1, 0.0], "brake": [0.0, 0.0, 0.6]},
     "steer-gas": {"nothing": [0.0, 0.0, 0.0], "left": [-0.6, 0.0, 0.0], "right": [0.6, 0.0, 0.0],
@@ -87,19 +89,13 @@ ACTION_SETS = {
 }
 
 
-def default_workers() -> int:
-    """One per core this process may use (more only adds switching), at most 8 (never measured beyond)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
-
-
 # --------------------------------------------------------------------------- the settings
 # Every hyperparameter, its default and what it means. The command-line flags are made from this
 # table (rollout_len is --rollout-len), so `args.gamma` in the loss is `gamma` here.
 SETTINGS = {
-    "actions": ("gymnasium", "the discrete action set (see ACTION_SETS)", tuple(ACTION_SETS)),
+    "actions": ("gymnasium", "continuous, or a discrete action set (see ACTION_SETS)", tuple(ACTION_SETS)),
     "action_repeat": (4, "frames each action is held for"),
-    "workers": (default_workers(), "worker processes: one per core, at most 8"),
+    "workers": (min(CORES, 8), "worker processes: one per core (more only adds switching), at most 8"),
     "envs_per_worker": (2, "environments each worker steps, with one batched forward pass"),
     "num_envs": (4, "--mode batch: environments in the one vector"),
     "rollout_len": (20, "n: steps per update per environment (t_max), the length of backpropagation through time"),
@@ -178,7 +174,32 @@ class ActorCritic(nn.Module):
 
 
 def build_model(args: argparse.Namespace) -> ActorCritic:
-    return ActorCritic(FRAME_STACK, len(ACTION_SETS[args.actions]), args.hidden)
+    """The policy head: a logit per discrete action, or the Beta's two parameters per control."""
+    continuous = args.actions == "continuous"
+    return ActorCritic(FRAME_STACK, 2 * len(CONTROLS) if continuous else len(ACTION_SETS[args.actions]), args.hidden)
+
+
+def beta_policy(params: torch.Tensor) -> torch.distributions.Beta:
+    """The continuous policy: steering and the pedal each drawn from a Beta on [0, 1] (SteerAndPedal
+    maps them to the env's controls), alpha and beta = 1 + softplus(head) so each is one-peaked.
+
+    A Beta, not a Gaussian: its support is the action box, so no sample is clipped (clipping makes
+    the log-probability the loss uses not the one the action came from; Chou et al. 2017); the
+    published continuous CarRacing agents at 860-909 use it too. One pedal, not gas and brake
+    apart (as deep-racing's 909): a first policy near the middle then neither brakes nor
+    accelerates half the time, and "full gas, no brake" is one control at its end, not two."""
+    alpha, beta = (1.0 + nn.functional.softplus(params)).chunk(2, dim=-1)
+    return torch.distributions.Beta(alpha, beta)
+
+
+def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, continuous: bool):
+    """log pi(a_t | s_t) and H(pi(. | s_t)) per step: the softmax's, or the Beta policy's summed over
+    the controls (drawn independently). A Beta's entropy is differential: it can be negative."""
+    if continuous:
+        policy = beta_policy(logits)
+        return policy.log_prob(actions).sum(-1), policy.entropy().sum(-1)
+    log_probs = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return log_probs, entropy_from_logits(logits)
 
 
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
@@ -210,10 +231,10 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     if args.normalize_advantages:  # one scale for the policy gradient, whatever the rewards' scale
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     # 4. the loss
-    log_probs = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(actions).unsqueeze(-1)).squeeze(-1)
+    log_probs, entropies = log_prob_and_entropy(logits, torch.as_tensor(actions), args.actions == "continuous")
     policy_loss = -(log_probs * advantages).mean()
     value_loss = (returns - values).pow(2).mean()
-    entropy = entropy_from_logits(logits).mean()
+    entropy = entropies.mean()
     loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
     return loss, [policy_loss.item(), value_loss.item(), entropy.item()]
 
@@ -247,8 +268,8 @@ class Shared(NamedTuple):
     update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
 
 
-# what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each
-ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,
+# what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each (actions: int64 indices, or float32 controls)
+ROLLOUT_DTYPES = {"obs": np.uint8, "actions": None, "rewards": np.float32, "next_obs": np.uint8,
                   "terminated": np.float32, "truncated": np.float32, "starts": np.float32}
 
 
@@ -272,7 +293,10 @@ class Rollouts:
             with torch.no_grad():
                 state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new episode forgets
                 logits, _, self.state = model.step(torch.as_tensor(self.obs), state)
-            actions = act(logits, args.epsilon, self.rng)
+            if args.actions == "continuous":
+                actions = act_continuous(logits, args.epsilon, self.rng)
+            else:
+                actions = act(logits, args.epsilon, self.rng)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
             real_next_obs = next_obs.copy()  # where an episode ended, its final obs (not the reset one)
@@ -300,6 +324,22 @@ def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.nd
         explore = rng.random(actions.shape) < epsilon
         actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
     return actions
+
+
+def act_continuous(params: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Sample [steer, pedal] ~ pi(.|s), each in [0, 1]; with probability epsilon a uniform one.
+    A float32 sample can land on 0 or 1, where a Beta's log-probability is infinite: kept inside."""
+    actions = beta_policy(params).sample().clamp(1e-6, 1.0 - 1e-6).numpy()
+    if epsilon > 0:
+        explore = rng.random(len(actions)) < epsilon
+        actions[explore] = rng.uniform(1e-6, 1.0 - 1e-6, size=(explore.sum(), len(CONTROLS)))
+    return actions
+
+
+def greedy(logits: torch.Tensor, args: argparse.Namespace) -> np.ndarray:
+    """The driver of --eval, --play and the validations: the most likely discrete action, or the
+    Beta policy's mean."""
+    return beta_policy(logits).mean.numpy() if args.actions == "continuous" else logits.argmax(-1).numpy()
 
 
 def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
@@ -547,6 +587,19 @@ class VectorActions(gym.ActionWrapper):
         return self.vectors[int(action)]
 
 
+class SteerAndPedal(gym.ActionWrapper):
+    """The continuous policy's [steer, pedal], each in [0, 1], as the env's [steer, gas, brake]:
+    steering 2x - 1; the pedal p = 2y - 1 is gas p above 0 and brake -p below."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (len(CONTROLS),), np.float32)
+
+    def action(self, action):
+        steer, pedal = 2.0 * np.asarray(action, np.float32) - 1.0
+        return np.array([steer, max(pedal, 0.0), max(-pedal, 0.0)], np.float32)
+
+
 class EndHopelessEpisode(gym.Wrapper):
     """Training only: cut the episode (truncation, not a terminal state) after `patience` steps
     in a row with negative reward; the car has left the track and is not coming back."""
@@ -569,11 +622,13 @@ def make_env(args: argparse.Namespace, render_mode: str | None = None, fast: boo
              training: bool = False) -> gym.Env:
     """CarRacing-v3 as the agent sees it: repeated actions, 64x64 grayscale, 4 frames stacked.
     fast=False gives the stock env (every frame drawn), for the speed and equality checks."""
-    continuous = isinstance(ACTION_SETS[args.actions], dict)
+    continuous = args.actions != "gymnasium"  # the env's continuous control underneath
     env = FastCarRacing(continuous=continuous, render_mode=render_mode) if fast else \
         CarRacing(continuous=continuous, render_mode=render_mode)
     env = gym.wrappers.TimeLimit(env, max_episode_steps=MAX_FRAMES)  # as gym.make("CarRacing-v3") does
-    if continuous:
+    if args.actions == "continuous":
+        env = SteerAndPedal(env)
+    elif continuous:
         env = VectorActions(env, ACTION_SETS[args.actions])
     env = ActionRepeat(env, args.action_repeat)
     if training:
@@ -591,18 +646,15 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-
-
-# ===========================================================================================
-# Everything below is plumbing: evaluation and play, the training log, checkpoints, the plot,
-# the command line and the parent's side of training. The reinforcement learning is all above.
-# ===========================================================================================
+# =========================================================================================== PLUMBING
+# The reinforcement learning is all above. Below: evaluation and play, the training log,
+# checkpoints, the plot, the command line and the parent's side of training.
 
 
 # --------------------------------------------------------------------------- evaluation and play
 def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
-    """Greedy (argmax) raw returns of `episodes` full 1000-frame episodes (no early cut), one
+    """Greedy (see greedy) raw returns of `episodes` full 1000-frame episodes (no early cut), one
     track per seed: seed, seed+1, ... The episodes run side by side in one vector env."""
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
@@ -611,7 +663,7 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     while not finished.all():
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs), state)
-        obs, rewards, terminated, truncated, _ = envs.step(logits.argmax(-1).numpy())
+        obs, rewards, terminated, truncated, _ = envs.step(greedy(logits, args))
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
     envs.close()
@@ -643,7 +695,7 @@ def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path |
             frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs).unsqueeze(0), state)
-        obs, reward, terminated, truncated, _ = env.step(logits.argmax().item())
+        obs, reward, terminated, truncated, _ = env.step(greedy(logits, args)[0])
         episode_return += reward
         done = terminated or truncated
     env.close()
@@ -1012,7 +1064,7 @@ def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: S
     """Around every worker's loop: one core, its own seed, and a failure reported to the parent."""
     torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
     if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
-        ignore_parents_signals()
+        stop_on_signal(in_worker=True)
     try:
         torch.manual_seed(seed)
         target(rank, seed, args, shared)
@@ -1045,24 +1097,16 @@ def training_seed(seed: int, rank: int, steps: int) -> int:
     return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
 
 
-def stop_on_signal() -> None:
+def stop_on_signal(in_worker: bool = False) -> None:
     """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all stop training the same
-    way: save, stop every worker. SIGINT is set here too: a script that starts a command in the
-    background (`cmd &`) makes it ignore SIGINT, and Python would go on ignoring it."""
+    way: the parent saves and stops every worker. SIGINT is set here too: a script that starts a
+    command in the background (`cmd &`) makes it ignore SIGINT. A worker process leaves Ctrl-C and
+    SIGHUP (they reach the whole process group) to the parent, and ends on the parent's SIGTERM."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    for name, worker_does in (("SIGINT", signal.SIG_IGN), ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_IGN)):
         if hasattr(signal, name):  # Windows has no SIGHUP
-            signal.signal(getattr(signal, name), interrupt)
-
-
-def ignore_parents_signals() -> None:
-    """In a worker process: Ctrl-C and a closed terminal reach the whole process group, and are
-    the parent's to handle (it tells the workers to stop); SIGTERM from the parent ends a worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(getattr(signal, name), worker_does if in_worker else interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,9 +32,6 @@ steps) with a mean of --solve-score (500, the maximum); those weights are the ch
 
 Seeds: training envs start below 500,000 (new ones after every --resume), validations play seeds
 from 500,000, --eval and --play from 1,000,000, which no training run sees.
-
-The file reads top to bottom: the settings, the network, the loss, the worker and what it uses,
-the modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
 """
 from __future__ import annotations
 
@@ -68,19 +65,14 @@ PRETRAINED = Path(__file__).parent / "pretrained"
 RUNS = Path("runs")
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
-
-
-def default_workers() -> int:
-    """One per core this process may use (more only adds switching), at most 8 (never measured beyond)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- the settings
 # Every hyperparameter, its default and what it means. The command-line flags are made from this
 # table (rollout_len is --rollout-len), so `args.gamma` in the loss is `gamma` here.
 SETTINGS = {
-    "workers": (default_workers(), "worker processes or threads: one per core, at most 8"),
+    "workers": (min(CORES, 8), "worker processes or threads: one per core (more only adds switching), at most 8"),
     "envs_per_worker": (1, "environments each worker steps, with one batched forward pass"),
     "num_envs": (8, "--mode batch: environments in the one vector"),
     "ga3c_batch": (4, "--mode ga3c: rollouts per trainer update"),
@@ -422,10 +414,9 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-# ===========================================================================================
-# Everything below is plumbing: evaluation and play, the training log, checkpoints, the plot,
-# the command line and the parent's side of training. The reinforcement learning is all above.
-# ===========================================================================================
+# =========================================================================================== PLUMBING
+# The reinforcement learning is all above. Below: evaluation and play, the training log,
+# checkpoints, the plot, the command line and the parent's side of training.
 
 
 # --------------------------------------------------------------------------- evaluation and play
@@ -825,7 +816,7 @@ def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: S
     """Around every worker's loop: one core, its own seed, and a failure reported to the parent."""
     torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
     if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
-        ignore_parents_signals()
+        stop_on_signal(in_worker=True)
     try:
         torch.manual_seed(seed)
         target(rank, seed, args, shared)
@@ -864,24 +855,16 @@ def validation_seed(evals_done: int, episodes: int) -> int:
     return VALIDATION_SEED + (episodes * evals_done) % (TEST_SEED - VALIDATION_SEED - 100_000)
 
 
-def stop_on_signal() -> None:
+def stop_on_signal(in_worker: bool = False) -> None:
     """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all stop training the same
-    way: save, stop every worker. SIGINT is set here too: a script that starts a command in the
-    background (`cmd &`) makes it ignore SIGINT, and Python would go on ignoring it."""
+    way: the parent saves and stops every worker. SIGINT is set here too: a script that starts a
+    command in the background (`cmd &`) makes it ignore SIGINT. A worker process leaves Ctrl-C and
+    SIGHUP (they reach the whole process group) to the parent, and ends on the parent's SIGTERM."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    for name, worker_does in (("SIGINT", signal.SIG_IGN), ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_IGN)):
         if hasattr(signal, name):  # Windows has no SIGHUP
-            signal.signal(getattr(signal, name), interrupt)
-
-
-def ignore_parents_signals() -> None:
-    """In a worker process: Ctrl-C and a closed terminal reach the whole process group, and are
-    the parent's to handle (it tells the workers to stop); SIGTERM from the parent ends a worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(getattr(signal, name), worker_does if in_worker else interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,19 +21,16 @@ network. A worker repeats:
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
-Atari specifics: the modern ALE protocol (Machado et al. 2018), used by every evaluation too:
+Atari specifics: the modern ALE protocol (Machado et al. 2018), in training and every evaluation:
 sticky actions (the previous action repeats with probability 0.25), frame skip 4, the game's
-minimal action set (KungFuMaster: 14 actions), full games up to 108,000 frames. Observations
-are 4 stacked 42x42 grayscale frames. Training sees clipped rewards sign(r) and treats a lost
-life as the end of the value's horizon; every score printed, logged or plotted is the raw score
-of full games. Any ALE v5 game id works with --env-id: the action set, the network's output,
-run folders and checkpoints follow the game. One set of defaults serves every game: chosen by
-short runs on KungFuMaster and Pong compared at equal agent steps (benchmarks/atari_recipes.md).
+minimal action set, full games up to 108,000 frames, 4 stacked 42x42 grayscale frames. Training
+sees clipped rewards sign(r) and treats a lost life as the end of the value's horizon; every
+score printed, logged or plotted is the raw score of full games. --env-id takes any ALE v5 game,
+with one set of defaults for all (benchmarks/atari_recipes.md: short runs on KungFuMaster and Pong).
 
 The network: three convolutions, a fully connected layer and, with --core lstm, an LSTM (the A3C
-paper's best Atari agent). Each worker steps a small batch of games (--envs-per-worker) with
-batched forward passes: on 2 cores that, not more workers, is what makes A3C pay. Hogwild
-updates are not bit-reproducible, even with --seed.
+paper's best Atari agent). Each worker steps a small batch of games with batched forward passes:
+on 2 cores that, not more workers, is what makes A3C pay. Hogwild is not bit-reproducible.
 
 Seeds: training games start from seeds below 500,000 (new ones after every --resume); the
 validations during training play seeds from 500,000; --eval and --play default to seeds from
@@ -42,9 +39,6 @@ validations during training play seeds from 500,000; --eval and --play default t
 Modes (--mode):
     processes  real A3C: worker processes update a model in shared memory (the default)
     batch      one learner steps one vector of environments in lock-step (synchronous A2C)
-
-The file reads top to bottom: the settings, the network, the loss, the worker and what it uses,
-the modes, the environment; below the banner, the plumbing (evaluation, log, checkpoints, flags).
 """
 from __future__ import annotations
 
@@ -81,19 +75,14 @@ RUNS = Path("runs")
 STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 0.25, 4, 108_000, 42, 4
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
-
-
-def default_workers() -> int:
-    """One per core this process may use (more only adds switching), at most 8 (never measured beyond)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- the settings
 # Every hyperparameter, its default and what it means. The command-line flags are made from this
 # table (rollout_len is --rollout-len), so `args.gamma` in the loss is `gamma` here.
 SETTINGS = {
-    "workers": (default_workers(), "worker processes: one per core, at most 8"),
+    "workers": (min(CORES, 8), "worker processes: one per core (more only adds switching), at most 8"),
     "envs_per_worker": (8, "games each worker steps, with one batched forward pass"),
     "num_envs": (16, "--mode batch: games in the one vector"),
     "rollout_len": (10, "n: steps per update per game (t_max)"),
@@ -109,8 +98,8 @@ SETTINGS = {
                      "off-policy (the loss treats those actions as pi's)"),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
-    "init": ("orthogonal", "first weights: torch's defaults, or orthogonal with a 0.01 gain on the policy head "
-                      "(a uniform first policy)", ("torch", "orthogonal")),
+    "init": ("orthogonal", "first weights: orthogonal, 0.01 gain on the policy head (a uniform first policy); "
+                           "or torch's defaults", ("torch", "orthogonal")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (math.inf, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (1_000_000, "validation every this many agent steps"),
@@ -459,12 +448,9 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-
-
-# ===========================================================================================
-# Everything below is plumbing: evaluation and play, the training log, checkpoints, the plot,
-# the command line and the parent's side of training. The reinforcement learning is all above.
-# ===========================================================================================
+# =========================================================================================== PLUMBING
+# The reinforcement learning is all above. Below: evaluation and play, the training log,
+# checkpoints, the plot, the command line and the parent's side of training.
 
 
 # --------------------------------------------------------------------------- evaluation and play
@@ -889,7 +875,7 @@ def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: S
     """Around every worker's loop: one core, its own seed, and a failure reported to the parent."""
     torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
     if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
-        ignore_parents_signals()
+        stop_on_signal(in_worker=True)
     try:
         torch.manual_seed(seed)
         target(rank, seed, args, shared)
@@ -928,24 +914,16 @@ def validation_seed(evals_done: int, episodes: int) -> int:
     return VALIDATION_SEED + (episodes * evals_done) % (TEST_SEED - VALIDATION_SEED - 100_000)
 
 
-def stop_on_signal() -> None:
+def stop_on_signal(in_worker: bool = False) -> None:
     """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all stop training the same
-    way: save, stop every worker. SIGINT is set here too: a script that starts a command in the
-    background (`cmd &`) makes it ignore SIGINT, and Python would go on ignoring it."""
+    way: the parent saves and stops every worker. SIGINT is set here too: a script that starts a
+    command in the background (`cmd &`) makes it ignore SIGINT. A worker process leaves Ctrl-C and
+    SIGHUP (they reach the whole process group) to the parent, and ends on the parent's SIGTERM."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    for name, worker_does in (("SIGINT", signal.SIG_IGN), ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_IGN)):
         if hasattr(signal, name):  # Windows has no SIGHUP
-            signal.signal(getattr(signal, name), interrupt)
-
-
-def ignore_parents_signals() -> None:
-    """In a worker process: Ctrl-C and a closed terminal reach the whole process group, and are
-    the parent's to handle (it tells the workers to stop); SIGTERM from the parent ends a worker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(getattr(signal, name), worker_does if in_worker else interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:

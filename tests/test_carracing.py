@@ -160,11 +160,73 @@ def test_recurrent_loss_backpropagates_through_the_rollout():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.core.parameters())
 
 
-@pytest.mark.parametrize("mode", ["processes", "batch"])
-def test_both_modes_train_evaluate_and_play(mode, tmp_path):
-    train_evaluate_play(SCRIPT, mode, tmp_path, "--max-steps", 40, "--eval-every", 20, "--eval-episodes", 1,
-                        "--envs-per-worker", 1, "--num-envs", 2, "--rollout-len", 5)
+def test_continuous_log_probability_and_entropy_are_the_beta_policys():
+    params = torch.randn(5, 4)
+    actions = torch.as_tensor(carracing.act_continuous(params, 0.0, np.random.default_rng(0)))
+    assert actions.shape == (5, 2) and actions.dtype == torch.float32 and ((actions > 0) & (actions < 1)).all()
+    log_probs, entropies = carracing.log_prob_and_entropy(params, actions, continuous=True)
+    alpha, beta = 1 + torch.nn.functional.softplus(params[:, :2]), 1 + torch.nn.functional.softplus(params[:, 2:])
+    by_control = [torch.distributions.Beta(alpha[:, i], beta[:, i]) for i in range(2)]  # steer, pedal
+    torch.testing.assert_close(log_probs, sum(d.log_prob(actions[:, i]) for i, d in enumerate(by_control)))
+    torch.testing.assert_close(entropies, sum(d.entropy() for d in by_control))
+    a, b, x = alpha[0, 0].item(), beta[0, 0].item(), actions[0, 0].item()  # the Beta density, written out
+    log_beta_function = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    log_density = (a - 1) * math.log(x) + (b - 1) * math.log(1 - x) - log_beta_function
+    assert by_control[0].log_prob(actions[:, 0])[0].item() == pytest.approx(log_density, rel=1e-4)
+    explored = carracing.act_continuous(params, 1.0, np.random.default_rng(0))  # epsilon 1: uniform
+    assert ((explored > 0) & (explored < 1)).all() and not np.allclose(explored, actions.numpy())
+
+
+def test_continuous_actions_reach_the_env_as_steer_gas_brake():
+    args = carracing.parse_args(["--train", "--actions", "continuous"])
+    env = carracing.make_env(args)
+    assert env.action_space.shape == (2,) and env.action_space.low.min() == 0 and env.action_space.high.max() == 1
+    wrapper = env
+    while not isinstance(wrapper, carracing.SteerAndPedal):
+        wrapper = wrapper.env
+    assert wrapper.env.action_space.low.tolist() == [-1, 0, 0]  # the stock env's [steer, gas, brake] underneath
+    for policy, stock in [([0.0, 1.0], [-1, 1, 0]), ([1.0, 0.0], [1, 0, 1]), ([0.5, 0.75], [0, 0.5, 0]),
+                          ([0.25, 0.25], [-0.5, 0, 0.5]), ([0.5, 0.5], [0, 0, 0])]:
+        np.testing.assert_allclose(wrapper.action(np.array(policy, np.float32)), stock)
+    model = carracing.build_model(args)
+    with torch.no_grad():  # a policy whose mean is [0.5, 1]: straight ahead, full gas
+        model.policy.weight.zero_()
+        model.policy.bias.copy_(torch.tensor([0.0, 50.0, 0.0, -50.0]))
+        logits, _, _ = model.step(torch.zeros(1, 4, 64, 64, dtype=torch.uint8), model.initial_state(1))
+    action = carracing.greedy(logits, args)[0]
+    np.testing.assert_allclose(action, [0.5, 1.0], atol=0.03)  # the driver takes the Beta's mean
+    env.reset(seed=0)
+    for _ in range(50):
+        env.step(action)
+    assert env.unwrapped.car.hull.linearVelocity.length > 20  # full gas reached the car
+    assert abs(env.unwrapped.car.wheels[0].joint.angle) < 0.01  # and no steering
+
+
+def test_continuous_acting_and_loss_see_the_same_policy():
+    args = carracing.parse_args(["--train", "--actions", "continuous", "--rollout-len", "3"])
+    rollouts = carracing.Rollouts(carracing.make_vector_env(args, 2, training=True), seed=0)
+    model = carracing.build_model(args)
+    rollouts.collect(model, args)  # the next rollout starts from a carried state
+    seen, step = [], model.step
+    model.step = lambda obs, state: seen.append(step(obs, state)) or seen[-1]
+    rollout, _ = rollouts.collect(model, args)
+    assert rollout["actions"].shape == (3, 2, 2) and rollout["actions"].dtype == np.float32
+    features = model.encode(torch.as_tensor(rollout["obs"]).flatten(0, 1)).view(3, 2, -1)
+    outputs, _ = model.unroll(features, rollout["state0"], rollout["starts"])
+    params, _ = model.heads(outputs)
+    torch.testing.assert_close(params, torch.stack([logits for logits, _, _ in seen]))  # the loss's pi is acting's
+    loss, terms = carracing.a3c_loss(model, **rollout, args=args)
+    loss.backward()
+    assert all(math.isfinite(t) for t in terms) and model.policy.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode, actions", [("processes", "gymnasium"), ("batch", "continuous")])
+def test_both_modes_train_evaluate_and_play(mode, actions, tmp_path):
+    checkpoint = train_evaluate_play(SCRIPT, mode, tmp_path, "--actions", actions, "--max-steps", 40,
+                                     "--eval-every", 20, "--eval-episodes", 1, "--envs-per-worker", 1,
+                                     "--num-envs", 2, "--rollout-len", 5, entropy_positive=actions != "continuous")
     assert list((tmp_path / "run" / "model_videos").glob("step_*.gif")), "a video of each evaluation"
+    assert torch.load(checkpoint, weights_only=True)["args"]["actions"] == actions  # eval and play took it from there
 
 
 def test_bad_input(tmp_path):
