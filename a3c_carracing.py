@@ -72,7 +72,7 @@ RUNS = Path("runs")
 MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 1000, 64, 4  # CarRacing-v3's time limit; the agent's view
 CONTROLS = ("steer", "pedal")  # the continuous policy's action; SteerAndPedal makes [steer, gas, brake] of it
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
-LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
+LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm")  # logged, averaged per CSV row
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 # "continuous": the env's own continuous control, a Beta policy over steering and one pedal (gas or brake).
 # The discrete sets: Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
@@ -109,8 +109,7 @@ SETTINGS = {
     "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
     "reward_scale": (0.1, "training sees reward * this (raw scores are logged); scaling keeps fast driving "
                           "worth more, which clipping to [-1, 1] would not"),
-    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi; makes the update "
-                     "off-policy (the loss treats those actions as pi's)"),
+    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
     "hidden": (256, "units of the GRU core"),
     "patience": (50, "training only: end an episode after this many agent steps in a row with negative reward"),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps"),
@@ -205,7 +204,7 @@ def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, continuous
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, state0,
              args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
-    """The A3C loss of one rollout, and its terms (policy loss, value loss, entropy) for the log.
+    """The A3C loss of one rollout, and its terms for the log (the LOSS_TERMS but the gradient norm).
 
     Arrays are [T, N] per step, obs [T, N, 4, H, W]; starts[t] = 1 where an episode begins at
     step t; state0 is the core's state before the rollout's first step."""
@@ -217,9 +216,8 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     # cut by a time limit (its final frame is not in obs): there one more step from state_t gives it.
     next_values = np.empty((T, N), np.float32)
     next_values[:-1] = values[1:].detach().numpy()
-    own = np.zeros((T, N), dtype=bool)
+    own = truncated > 0
     own[-1] = True
-    own |= truncated > 0
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
         output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[own])), states[torch.as_tensor(own)])
         next_values[own] = model.heads(output)[1].numpy()
@@ -228,6 +226,7 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
+    advantage_std = advantages.std(correction=0).item()  # the policy gradient's scale, before any normalising
     if args.normalize_advantages:  # one scale for the policy gradient, whatever the rewards' scale
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     # 4. the loss
@@ -236,7 +235,7 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     value_loss = (returns - values).pow(2).mean()
     entropy = entropies.mean()
     loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
-    return loss, [policy_loss.item(), value_loss.item(), entropy.item()]
+    return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -293,10 +292,7 @@ class Rollouts:
             with torch.no_grad():
                 state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new episode forgets
                 logits, _, self.state = model.step(torch.as_tensor(self.obs), state)
-            if args.actions == "continuous":
-                actions = act_continuous(logits, args.epsilon, self.rng)
-            else:
-                actions = act(logits, args.epsilon, self.rng)
+            actions = (act_continuous if args.actions == "continuous" else act)(logits, args.epsilon, self.rng)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
             real_next_obs = next_obs.copy()  # where an episode ended, its final obs (not the reset one)
@@ -869,10 +865,13 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     if series("value_loss"):
         axes[1, 1].set_yscale("log")
-    grad = series("grad_norm")
-    twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
-    twin.plot([p[0] for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
-    twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
+    # second axes: the gradient norm before clipping shares the throughput panel; the advantages'
+    # std (the policy gradient's scale, which the entropy bonus pulls against) the policy loss's
+    for ax, name, label in ((axes[0, 2], "grad_norm", "gradient norm before clipping"),
+                            (axes[1, 0], "advantage_std", "advantage std (before normalising)")):
+        points, twin = series(name), ax.twinx()
+        twin.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1, color="tab:red")
+        twin.set_ylabel(label, color="tab:red", fontsize=9)
     fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)
@@ -947,10 +946,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, (default, *_) in SETTINGS.items():
         if type(default) is int and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.video_steps < 1:
-        parser.error("--video-steps must be at least 1")
-    if args.episodes < 1 or args.eval_episodes > 100_000 or args.seed < 0:
-        parser.error("--episodes must be at least 1, --seed at least 0 and --eval-episodes at most 100000")
+    if args.episodes < 1 or args.video_steps < 1 or args.eval_episodes > 100_000 or args.seed < 0:
+        parser.error("--episodes and --video-steps must be at least 1, --seed at least 0 and --eval-episodes "
+                     "at most 100000")
     if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
         parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
     if args.lr <= 0 or args.max_seconds <= 0 or args.reward_scale <= 0:

@@ -64,7 +64,7 @@ ENV_ID = "CartPole-v1"
 PRETRAINED = Path(__file__).parent / "pretrained"
 RUNS = Path("runs")
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
-LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
+LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm")  # logged, averaged per CSV row
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -84,8 +84,7 @@ SETTINGS = {
     "entropy_coef": (0.01, "weight of the entropy bonus"),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (1.0, "clip each update's gradient norm to this"),
-    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi; makes the update "
-                     "off-policy (the loss treats those actions as pi's)"),
+    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
     "hidden": (64, "hidden units of the actor and critic MLPs"),
     "max_steps": (1_000_000, "the budget: stop after this many agent steps"),
     "max_seconds": (600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
@@ -122,7 +121,7 @@ def build_model(args: argparse.Namespace) -> ActorCritic:
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated,
              args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
     """The A3C loss of one rollout (arrays [T, N] per step; obs [T, N, obs_size]), and its terms
-    (policy loss, value loss, entropy) for the log."""
+    (the LOSS_TERMS but the gradient norm) for the log."""
     logits, values = model(torch.as_tensor(obs))
     # V(s_{t+1}) for every step: the critic is tiny, so it simply runs on every next_obs (the
     # pixel scripts reuse the next row's V(s_t) instead, to save a forward pass of the conv net)
@@ -133,13 +132,14 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
+    advantage_std = advantages.std(correction=0).item()  # the policy gradient's scale, before any normalising
     # 4. the loss
     log_probs = torch.log_softmax(logits, -1).gather(-1, torch.as_tensor(actions).unsqueeze(-1)).squeeze(-1)
     policy_loss = -(log_probs * advantages).mean()
     value_loss = (returns - values).pow(2).mean()
     entropy = entropy_from_logits(logits).mean()
     loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
-    return loss, [policy_loss.item(), value_loss.item(), entropy.item()]
+    return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -627,10 +627,13 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     if series("value_loss"):
         axes[1, 1].set_yscale("log")
-    grad = series("grad_norm")
-    twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
-    twin.plot([p[0] for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
-    twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
+    # second axes: the gradient norm before clipping shares the throughput panel; the advantages'
+    # std (the policy gradient's scale, which the entropy bonus pulls against) the policy loss's
+    for ax, name, label in ((axes[0, 2], "grad_norm", "gradient norm before clipping"),
+                            (axes[1, 0], "advantage_std", "advantage std (before normalising)")):
+        points, twin = series(name), ax.twinx()
+        twin.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1, color="tab:red")
+        twin.set_ylabel(label, color="tab:red", fontsize=9)
     fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)

@@ -74,7 +74,7 @@ RUNS = Path("runs")
 # the protocol, shared by training, evaluation and play
 STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 0.25, 4, 108_000, 42, 4
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
-LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "grad_norm")  # logged, averaged per CSV row
+LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm")  # logged, averaged per CSV row
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -94,12 +94,11 @@ SETTINGS = {
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (0.5, "clip each update's gradient norm to this"),
     "normalize_advantages": (True, "scale each update's advantages to mean 0 and std 1"),
-    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi; makes the update "
-                     "off-policy (the loss treats those actions as pi's)"),
+    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
-    "init": ("orthogonal", "first weights: orthogonal, 0.01 gain on the policy head (a uniform first policy); "
-                           "or torch's defaults", ("torch", "orthogonal")),
+    "init": ("orthogonal", "first weights: orthogonal (0.01 gain on the policy head) or torch's defaults",
+             ("torch", "orthogonal")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (math.inf, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (1_000_000, "validation every this many agent steps"),
@@ -176,7 +175,7 @@ def build_model(args: argparse.Namespace) -> ActorCritic:
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, state0,
              args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
-    """The A3C loss of one rollout, and its terms (policy loss, value loss, entropy) for the log.
+    """The A3C loss of one rollout, and its terms for the log (the LOSS_TERMS but the gradient norm).
 
     Arrays are [T, N] per step, obs [T, N, 4, H, W]; starts[t] = 1 where an episode begins at
     step t; state0 is the core's state before the rollout's first step."""
@@ -188,9 +187,8 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     # cut by a time limit (its final frame is not in obs): there one more step from state_t gives it.
     next_values = np.empty((T, N), np.float32)
     next_values[:-1] = values[1:].detach().numpy()
-    own = np.zeros((T, N), dtype=bool)
+    own = truncated > 0
     own[-1] = True
-    own |= truncated > 0
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
         output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[own])), states[torch.as_tensor(own)])
         next_values[own] = model.heads(output)[1].numpy()
@@ -199,6 +197,7 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
+    advantage_std = advantages.std(correction=0).item()  # the policy gradient's scale, before any normalising
     if args.normalize_advantages:  # one scale for the policy gradient, whatever the rewards' scale
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     # 4. the loss
@@ -207,7 +206,7 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     value_loss = (returns - values).pow(2).mean()
     entropy = entropy_from_logits(logits).mean()
     loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
-    return loss, [policy_loss.item(), value_loss.item(), entropy.item()]
+    return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -469,11 +468,9 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     while not finished.all():
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs), state)
-        if args.greedy:
-            actions = logits.argmax(-1).numpy()
-        else:
-            actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).view(-1).numpy()
-        obs, rewards, terminated, truncated, _ = envs.step(actions)
+            probs = torch.softmax(logits, -1)
+        actions = probs.argmax(-1) if args.greedy else torch.multinomial(probs, 1, generator=generator).view(-1)
+        obs, rewards, terminated, truncated, _ = envs.step(actions.numpy())
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
     envs.close()
@@ -676,10 +673,13 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     if series("value_loss"):
         axes[1, 1].set_yscale("log")
-    grad = series("grad_norm")
-    twin = axes[0, 2].twinx()  # the gradient norm before clipping shares the throughput panel
-    twin.plot([p[0] for p in grad], [p[2] for p in grad], "-", lw=1, color="tab:red")
-    twin.set_ylabel("gradient norm before clipping", color="tab:red", fontsize=9)
+    # second axes: the gradient norm before clipping shares the throughput panel; the advantages'
+    # std (the policy gradient's scale, which the entropy bonus pulls against) the policy loss's
+    for ax, name, label in ((axes[0, 2], "grad_norm", "gradient norm before clipping"),
+                            (axes[1, 0], "advantage_std", "advantage std (before normalising)")):
+        points, twin = series(name), ax.twinx()
+        twin.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1, color="tab:red")
+        twin.set_ylabel(label, color="tab:red", fontsize=9)
     fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)
@@ -760,10 +760,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.env_id not in gym.registry or "game" not in gym.spec(args.env_id).kwargs:
         parser.error(f"--env-id {args.env_id} is not an ALE game id (e.g. ALE/Pong-v5)")
-    if args.video_steps < 1:
-        parser.error("--video-steps must be at least 1")
-    if args.episodes < 1 or args.eval_episodes > 100_000 or args.seed < 0:
-        parser.error("--episodes must be at least 1, --seed at least 0 and --eval-episodes at most 100000")
+    if args.episodes < 1 or args.video_steps < 1 or args.eval_episodes > 100_000 or args.seed < 0:
+        parser.error("--episodes and --video-steps must be at least 1, --seed at least 0 and --eval-episodes "
+                     "at most 100000")
     if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
         parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
     if args.lr <= 0 or args.max_seconds <= 0:

@@ -58,7 +58,7 @@ def assert_losses_logged(csv_path: Path, entropy_positive: bool = True) -> None:
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    columns = ("policy_loss", "value_loss", "entropy", "grad_norm", "updates_per_s")
+    columns = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm", "updates_per_s")
     logged = [r for r in rows if r.get("entropy")]
     assert logged, "no loss rows in the CSV"
     for row in logged:
