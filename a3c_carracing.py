@@ -874,7 +874,7 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
         twin.set_ylabel(label, color="tab:red", fontsize=9)
     fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
-    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.35, hspace=0.35)
+    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.45, hspace=0.35)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
 

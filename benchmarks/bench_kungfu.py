@@ -1,7 +1,7 @@
 """Throughput of a3c_kungfu.py against the raw speed of the games it plays, in one run.
 
     python benchmarks/bench_kungfu.py            # raw env vs both training modes (about 3 min)
-    python benchmarks/bench_kungfu.py --nets     # also: cost of the tutorial's network and ours (ff, lstm)
+    python benchmarks/bench_kungfu.py --nets     # also: cost of the tutorial's network, ours (ff, lstm), the Nature CNN
 
 raw: ale-py's vector env with the script's protocol and preprocessing, 16 games on 2 threads
 (as many games as the default training steps), uniformly random actions, nothing else running.
@@ -47,43 +47,66 @@ def training_steps_per_second(mode: str, seconds: float, folder: Path, flags: li
     return saved["steps"] / saved["seconds"]
 
 
+def per_sample_ms(call, samples: int, repeats: int) -> float:
+    """Milliseconds per sample of call(), timed over repeats calls after 3 warm-up calls."""
+    for _ in range(3):
+        call()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - started) / repeats / samples * 1e3
+
+
 def network_costs() -> None:
     """ms per sample of one training step (forward + backward of a rollout, 10 steps x 16 games)
-    and of acting (one step of 8 games, a worker's batch), on one core."""
+    and of acting (one step of 8 games, a worker's batch), on one core; last, the published
+    agents' network (the DQN paper's, on 84x84 frames) for scale, without its heads' extras."""
     torch.set_num_threads(1)
     nets = {"tutorial (32 channels first, 128 units)": (32, 128, "ff"),
             "a3c_kungfu.py --core ff (16, 256)": (16, 256, "ff"),
             "a3c_kungfu.py --core lstm (16, 256)": (16, 256, "lstm")}
     T, N = 10, 16
+    rollout = torch.randint(0, 256, (T * N, 4, 42, 42), dtype=torch.uint8)
+    starts = np.zeros((T, N), np.float32)
     for name, (channels, hidden, core) in nets.items():
         model = a3c_kungfu.build_model(a3c_kungfu.parse_args(["--train", "--hidden", str(hidden), "--core", core]))
         model.body[0] = torch.nn.Conv2d(4, channels, 3, stride=2)
         model.body[2] = torch.nn.Conv2d(channels, 32, 3, stride=2)
-        rollout = torch.randint(0, 256, (T * N, 4, 42, 42), dtype=torch.uint8)
-        starts = np.zeros((T, N), np.float32)
-        started = None
-        for i in range(23):  # 3 warm-up steps, then 20 timed ones
-            if i == 3:
-                started = time.perf_counter()
+
+        def train_step():
             model.zero_grad()
             features = model.encode(rollout).view(T, N, -1)
             outputs, _ = model.unroll(features, model.initial_state(N), starts)
             logits, values = model.heads(outputs)
             (logits.sum() + values.sum()).backward()
-        train_ms = (time.perf_counter() - started) / 20 / (T * N) * 1e3
+
+        train_ms = per_sample_ms(train_step, T * N, 20)
         with torch.no_grad():
             state = model.initial_state(8)
-            started = time.perf_counter()
-            for _ in range(200):
-                model.step(rollout[:8], state)
-        act_ms = (time.perf_counter() - started) / 200 / 8 * 1e3
+            act_ms = per_sample_ms(lambda: model.step(rollout[:8], state), 8, 200)
         print(f"{name:40} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
+
+    nn = torch.nn
+    nature = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                           nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+                           nn.Linear(512, 15))  # 14 logits and a value
+    frames = torch.randint(0, 256, (T * N, 4, 84, 84), dtype=torch.uint8)
+
+    def nature_train_step():
+        nature.zero_grad()
+        nature(frames.float() / 255).sum().backward()
+
+    train_ms = per_sample_ms(nature_train_step, T * N, 20)
+    with torch.no_grad():
+        act_ms = per_sample_ms(lambda: nature(frames[:8].float() / 255), 8, 200)
+    print(f"{'Nature CNN, 84x84 frames (published)':40} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each measurement")
-    parser.add_argument("--nets", action="store_true", help="also time the tutorial's network against ours")
+    parser.add_argument("--nets", action="store_true",
+                        help="also time the tutorial's network, ours and the Nature CNN on 84x84")
     parser.add_argument("--modes", nargs="+", default=["processes", "batch"], choices=["processes", "batch"])
     parser.add_argument("--flags", default="", help='more a3c_kungfu.py flags, e.g. "--core lstm"')
     args = parser.parse_args()
