@@ -50,7 +50,8 @@ def windows(csv_path: Path, every: int) -> list[list[str]]:
             scale_text = f"{scale:.2f}"
         else:
             scale_text = f"{math.sqrt(term('value_loss')):.2f}*" if critic_error_is_advantage else "-"
-        table.append([f"{start / 1e6:.1f}-{(start + every) / 1e6:.1f}M", f"{mean(games):.1f}", scale_text,
+        digits = 1 if every % 100_000 == 0 else 2  # 0.05M windows need two decimals
+        table.append([f"{start / 1e6:.{digits}f}-{(start + every) / 1e6:.{digits}f}M", f"{mean(games):.1f}", scale_text,
                       f"{term('entropy'):.2f}", f"{term('value_loss'):.3g}", f"{term('policy_loss'):.3f}",
                       f"{term('grad_norm'):.3g}"])
     return table
