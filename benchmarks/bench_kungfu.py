@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,8 +60,8 @@ def per_sample_ms(call, samples: int, repeats: int) -> float:
 
 def network_costs() -> None:
     """ms per sample of one training step (forward + backward of a rollout, 10 steps x 16 games)
-    and of acting (one step of 8 games, a worker's batch), on one core; last, the published
-    agents' network (the DQN paper's, on 84x84 frames) for scale, without its heads' extras."""
+    and of acting (one step of 8 games, a worker's batch), on one core; last, for scale, the
+    published agents' network (the DQN paper's Nature CNN on 84x84 frames, one linear head)."""
     torch.set_num_threads(1)
     nets = {"tutorial (32 channels first, 128 units)": (32, 128, "ff"),
             "a3c_kungfu.py --core ff (16, 256)": (16, 256, "ff"),
@@ -70,8 +71,8 @@ def network_costs() -> None:
     starts = np.zeros((T, N), np.float32)
     for name, (channels, hidden, core) in nets.items():
         model = a3c_kungfu.build_model(a3c_kungfu.parse_args(["--train", "--hidden", str(hidden), "--core", core]))
-        model.body[0] = torch.nn.Conv2d(4, channels, 3, stride=2)
-        model.body[2] = torch.nn.Conv2d(channels, 32, 3, stride=2)
+        model.body[0] = nn.Conv2d(4, channels, 3, stride=2)
+        model.body[2] = nn.Conv2d(channels, 32, 3, stride=2)
 
         def train_step():
             model.zero_grad()
@@ -86,7 +87,6 @@ def network_costs() -> None:
             act_ms = per_sample_ms(lambda: model.step(rollout[:8], state), 8, 200)
         print(f"{name:40} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
 
-    nn = torch.nn
     nature = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
                            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
                            nn.Linear(512, 15))  # 14 logits and a value

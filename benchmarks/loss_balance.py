@@ -34,6 +34,7 @@ def windows(csv_path: Path, every: int) -> list[list[str]]:
         rows = list(csv.DictReader(f))
     critic_error_is_advantage = gae_lambda(csv_path) == 1.0
     last = max(int(r["step"]) for r in rows)
+    digits = 1 if every % 100_000 == 0 else 2  # 0.05M windows need two decimals
     table = []
     for start in range(0, last + 1, every):
         inside = [r for r in rows if start <= int(r["step"]) < start + every]
@@ -50,7 +51,6 @@ def windows(csv_path: Path, every: int) -> list[list[str]]:
             scale_text = f"{scale:.2f}"
         else:
             scale_text = f"{math.sqrt(term('value_loss')):.2f}*" if critic_error_is_advantage else "-"
-        digits = 1 if every % 100_000 == 0 else 2  # 0.05M windows need two decimals
         table.append([f"{start / 1e6:.{digits}f}-{(start + every) / 1e6:.{digits}f}M", f"{mean(games):.1f}", scale_text,
                       f"{term('entropy'):.2f}", f"{term('value_loss'):.3g}", f"{term('policy_loss'):.3f}",
                       f"{term('grad_norm'):.3g}"])
