@@ -19,16 +19,18 @@ network. A worker repeats:
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
-CarRacing specifics. Gymnasium's CarRacing-v3 with discrete control, or with --actions continuous
-a Beta policy over steering and one pedal (gas or brake); each action is held for 4 frames. The
-network is a conv trunk, a GRU core and policy/value heads; the GRU state is reset at each
-episode's start, carried across rollouts and trained by backpropagation through each rollout.
+CarRacing specifics. Gymnasium's CarRacing-v3 driven by a Beta policy over steering and one pedal
+(gas or brake), or with --actions gymnasium by Gymnasium's 5 discrete actions; each action is
+held for 4 frames. The network is a conv trunk, a GRU core and policy/value heads; the GRU state
+is reset at each episode's start, carried across rollouts and trained by backpropagation
+through each rollout.
 Training sees rewards scaled by 0.1 (not clipped: a step over two tiles must be worth more than
 a step over one) and cuts an episode after a long streak of negative reward (the car is lost);
 evaluation plays full 1000-frame episodes with neither, and every score shown is the raw env
 return. The env is the stock one, drawn for less (see FastCarRacing): frames the agent never
 sees are not drawn, and a drawn frame skips the polygons that are off screen; a test checks
-that the pixels are the stock env's.
+that the pixels are the stock env's. The entropy bonus's weight falls to 0 with the learning
+rate (see entropy_weight: a fixed one let a long run's policy drift back to random).
 
 Seeds: training envs play tracks from seeds below 500,000 (derived from --seed, the worker and
 the step count, so a resumed run plays new tracks); the validations during training always play
@@ -93,7 +95,7 @@ ACTION_SETS = {
 # Every hyperparameter, its default and what it means. The command-line flags are made from this
 # table (rollout_len is --rollout-len), so `args.gamma` in the loss is `gamma` here.
 SETTINGS = {
-    "actions": ("gymnasium", "continuous, or a discrete action set (see ACTION_SETS)", tuple(ACTION_SETS)),
+    "actions": ("continuous", "continuous, or a discrete action set (see ACTION_SETS)", tuple(ACTION_SETS)),
     "action_repeat": (4, "frames each action is held for"),
     "workers": (min(CORES, 8), "worker processes: one per core (more only adds switching), at most 8"),
     "envs_per_worker": (2, "environments each worker steps, with one batched forward pass"),
@@ -103,7 +105,9 @@ SETTINGS = {
     "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
     "lr": (1e-4, "Adam learning rate (the tutorial's; at the start, with --lr-schedule linear)"),
     "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
-    "entropy_coef": (0.01, "weight of the entropy bonus"),
+    "entropy_coef": (0.01, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
+    "entropy_schedule": ("linear", "linear: the entropy bonus's weight falls to 0 at --max-steps, as the learning "
+                                   "rate does (see entropy_weight)", ("linear", "constant")),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (40.0, "clip each update's gradient norm to this"),
     "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
@@ -112,7 +116,7 @@ SETTINGS = {
     "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
     "hidden": (256, "units of the GRU core"),
     "patience": (50, "training only: end an episode after this many agent steps in a row with negative reward"),
-    "max_steps": (10_000_000, "the budget: stop after this many agent steps"),
+    "max_steps": (2_500_000, "the budget: stop after this many agent steps (about 4 hours here)"),
     "max_seconds": (4 * 3600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (100_000, "validation every this many agent steps"),
     "eval_episodes": (8, "greedy episodes per validation, on the same validation tracks every time"),
@@ -203,11 +207,12 @@ def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, continuous
 
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, state0,
-             args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
+             args: argparse.Namespace, steps: int = 0) -> tuple[torch.Tensor, list[float]]:
     """The A3C loss of one rollout, and its terms for the log (the LOSS_TERMS but the gradient norm).
 
     Arrays are [T, N] per step, obs [T, N, 4, H, W]; starts[t] = 1 where an episode begins at
-    step t; state0 is the core's state before the rollout's first step."""
+    step t; state0 is the core's state before the rollout's first step; steps, the agent steps
+    taken so far, sets the entropy bonus's weight."""
     T, N = rewards.shape
     features = model.encode(torch.as_tensor(obs).flatten(0, 1)).view(T, N, -1)
     outputs, states = model.unroll(features, state0, starts)
@@ -234,8 +239,19 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     policy_loss = -(log_probs * advantages).mean()
     value_loss = (returns - values).pow(2).mean()
     entropy = entropies.mean()
-    loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
+    loss = policy_loss + args.value_coef * value_loss - entropy_weight(args, steps) * entropy
     return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
+
+
+def entropy_weight(args: argparse.Namespace, steps: int) -> float:
+    """The entropy bonus's weight: constant, or falling linearly to 0 at --max-steps.
+
+    Why it may fall: the policy gradient is as large as the advantages, and they shrink once the
+    critic predicts the returns well; a bonus of fixed weight then wins, and the policy drifts
+    back towards random (a long CarRacing run did: benchmarks/carracing_results.md). Adam scales
+    each step to the gradient's size, so a falling learning rate alone does not change which term
+    wins; a falling weight does."""
+    return args.entropy_coef * (1.0 if args.entropy_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
 
 
 # --------------------------------------------------------------------------- the worker
@@ -247,7 +263,7 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> No
     while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):  # (parent gone: leave)
         local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
         rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-        loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
+        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=shared.global_steps.value)  # 3. and 4.
         grad_norm = update_shared_model(loss, local_model, shared, args)  # 5.
         report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
     envs.close()
@@ -453,7 +469,7 @@ def train_batch(args, model, optimizer, run) -> None:
     try:
         while True:
             rollout, finished = rollouts.collect(model, args)
-            loss, terms = a3c_loss(model, **rollout, args=args)
+            loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
             grad_norm = update_shared_model(loss, model, shared, args)
             add_to(run.log.loss_sums, [*terms, grad_norm])
             for episode_return in finished:

@@ -81,7 +81,9 @@ SETTINGS = {
     "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
     "lr": (3e-3, "Adam learning rate (at the start, with --lr-schedule linear)"),
     "lr_schedule": ("constant", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
-    "entropy_coef": (0.01, "weight of the entropy bonus"),
+    "entropy_coef": (0.01, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
+    "entropy_schedule": ("constant", "linear: the entropy bonus's weight falls to 0 at --max-steps, as the learning "
+                                   "rate does (see entropy_weight)", ("linear", "constant")),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (1.0, "clip each update's gradient norm to this"),
     "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
@@ -119,9 +121,10 @@ def build_model(args: argparse.Namespace) -> ActorCritic:
 
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated,
-             args: argparse.Namespace) -> tuple[torch.Tensor, list[float]]:
+             args: argparse.Namespace, steps: int = 0) -> tuple[torch.Tensor, list[float]]:
     """The A3C loss of one rollout (arrays [T, N] per step; obs [T, N, obs_size]), and its terms
-    (the LOSS_TERMS but the gradient norm) for the log."""
+    (the LOSS_TERMS but the gradient norm) for the log; steps, the agent steps taken so far, sets
+    the entropy bonus's weight."""
     logits, values = model(torch.as_tensor(obs))
     # V(s_{t+1}) for every step: the critic is tiny, so it simply runs on every next_obs (the
     # pixel scripts reuse the next row's V(s_t) instead, to save a forward pass of the conv net)
@@ -138,8 +141,19 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     policy_loss = -(log_probs * advantages).mean()
     value_loss = (returns - values).pow(2).mean()
     entropy = entropy_from_logits(logits).mean()
-    loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
+    loss = policy_loss + args.value_coef * value_loss - entropy_weight(args, steps) * entropy
     return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
+
+
+def entropy_weight(args: argparse.Namespace, steps: int) -> float:
+    """The entropy bonus's weight: constant, or falling linearly to 0 at --max-steps.
+
+    Why it may fall: the policy gradient is as large as the advantages, and they shrink once the
+    critic predicts the returns well; a bonus of fixed weight then wins, and the policy drifts
+    back towards random (a long CarRacing run did: benchmarks/carracing_results.md). Adam scales
+    each step to the gradient's size, so a falling learning rate alone does not change which term
+    wins; a falling weight does."""
+    return args.entropy_coef * (1.0 if args.entropy_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
 
 
 # --------------------------------------------------------------------------- the worker
@@ -151,7 +165,7 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> No
     while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):  # (parent gone: leave)
         local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
         rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-        loss, terms = a3c_loss(local_model, **rollout, args=args)  # 3. and 4.
+        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=shared.global_steps.value)  # 3. and 4.
         grad_norm = update_shared_model(loss, local_model, shared, args)  # 5.
         report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
     envs.close()
@@ -341,7 +355,7 @@ def train_batch(args, model, optimizer, run) -> None:
     try:
         while True:
             rollout, finished = rollouts.collect(model, args)
-            loss, terms = a3c_loss(model, **rollout, args=args)
+            loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
             grad_norm = update_shared_model(loss, model, shared, args)
             add_to(run.log.loss_sums, [*terms, grad_norm])
             for episode_return in finished:
@@ -389,7 +403,7 @@ def train_ga3c(args, model, optimizer, run) -> None:
                     check_alive(actors, shared.errors)  # a dead actor must not leave the trainer waiting
             # rollouts side by side: arrays [T, batch * N], as one vector env would give
             rollout = {k: np.concatenate([r[k] for r in batch], axis=1) for k in batch[0]}
-            loss, terms = a3c_loss(model, **rollout, args=args)
+            loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
             grad_norm = update_shared_model(loss, model, shared, args)
             add_to(run.log.loss_sums, [*terms, grad_norm])
             while not shared.episode_returns.empty():

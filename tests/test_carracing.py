@@ -70,7 +70,7 @@ def pursuit(env, turn=(1, 2), gas=3, wrong_way=False, straight_frames=(300, 400)
 
 @pytest.mark.parametrize("repeat, seed, wrong_way", [(1, 11, False), (4, 12, False), (4, 13, True)])
 def test_fast_env_gives_the_stock_envs_pixels_rewards_and_ends_over_whole_episodes(repeat, seed, wrong_way):
-    args = carracing.parse_args(["--train", "--action-repeat", str(repeat)])
+    args = carracing.parse_args(["--train", "--actions", "gymnasium", "--action-repeat", str(repeat)])
     seen = drive_both(args, seed, repeat, lambda env: pursuit(env, wrong_way=wrong_way))
     assert seen["off_track_steps"] >= 20, seen
     if wrong_way:
@@ -105,7 +105,7 @@ def test_the_stock_methods_fast_car_racing_overrides_keep_their_signatures():
 
 
 def test_an_episode_ending_between_drawn_frames_shows_its_last_frame():
-    args = carracing.parse_args(["--train", "--action-repeat", "3"])
+    args = carracing.parse_args(["--train", "--actions", "gymnasium", "--action-repeat", "3"])
     fast, stock = carracing.make_env(args), carracing.make_env(args, fast=False)
     fast.reset(seed=2)
     stock.reset(seed=2)
@@ -129,7 +129,7 @@ def raw_return_standing_still(args, training):
 
 
 def test_training_cuts_hopeless_episodes_and_scales_rewards_evaluation_does_not():
-    args = carracing.parse_args(["--train", "--patience", "5", "--rollout-len", "8"])
+    args = carracing.parse_args(["--train", "--actions", "gymnasium", "--patience", "5", "--rollout-len", "8"])
     rollouts = carracing.Rollouts(carracing.make_vector_env(args, 1, training=True), seed=0)
     model = carracing.build_model(args)
     with torch.no_grad():
@@ -218,6 +218,18 @@ def test_continuous_acting_and_loss_see_the_same_policy():
     loss, terms = carracing.a3c_loss(model, **rollout, args=args)
     loss.backward()
     assert all(math.isfinite(t) for t in terms) and model.policy.weight.grad.abs().sum() > 0
+
+
+def test_the_entropy_bonus_falls_to_zero_at_max_steps():
+    args = carracing.parse_args(["--train", "--actions", "continuous", "--rollout-len", "3", "--max-steps", "1000"])
+    model = carracing.build_model(args)
+    rollout, _ = carracing.Rollouts(carracing.make_vector_env(args, 2, training=True), seed=0).collect(model, args)
+    assert [carracing.entropy_weight(args, s) for s in (0, 500, 1000, 2000)] == [0.01, 0.005, 0.0, 0.0]
+    start, (_, _, entropy, _) = carracing.a3c_loss(model, **rollout, args=args, steps=0)
+    end, _ = carracing.a3c_loss(model, **rollout, args=args, steps=1000)
+    assert start.item() == pytest.approx(end.item() - 0.01 * entropy, abs=1e-5)  # only the bonus differs
+    args.entropy_schedule = "constant"
+    assert carracing.entropy_weight(args, 1000) == 0.01
 
 
 @pytest.mark.parametrize("mode, actions", [("processes", "gymnasium"), ("batch", "continuous")])
