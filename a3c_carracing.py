@@ -119,7 +119,7 @@ SETTINGS = {
     "max_steps": (2_500_000, "the budget: stop after this many agent steps (about 4 hours here)"),
     "max_seconds": (4 * 3600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (100_000, "validation every this many agent steps"),
-    "eval_episodes": (8, "greedy episodes per validation, on the same validation tracks every time"),
+    "eval_episodes": (8, "episodes per validation (greedy, or --sample), on the same validation tracks every time"),
     "solve_score": (math.inf, "stop once a validation's mean return reaches this"),
 }
 ARCHITECTURE = ("actions", "hidden", "action_repeat")  # a resumed run keeps them: its weights are made for them
@@ -243,6 +243,12 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
 
 
+def schedule(kind: str, steps: int, max_steps: int) -> float:
+    """What a scheduled setting is multiplied by: 1 if "constant"; if "linear", falling from 1 at
+    step 0 to 0 at max_steps (the A3C paper's learning rate). See entropy_weight and learning_rate."""
+    return 1.0 if kind == "constant" else max(0.0, 1.0 - steps / max_steps)
+
+
 def entropy_weight(args: argparse.Namespace, steps: int) -> float:
     """The entropy bonus's weight: constant, or falling linearly to 0 at --max-steps.
 
@@ -251,7 +257,7 @@ def entropy_weight(args: argparse.Namespace, steps: int) -> float:
     back towards random (a long CarRacing run did: benchmarks/carracing_results.md). Adam scales
     each step to the gradient's size, so a falling learning rate alone does not change which term
     wins; a falling weight does."""
-    return args.entropy_coef * (1.0 if args.entropy_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
+    return args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -354,6 +360,17 @@ def greedy(logits: torch.Tensor, args: argparse.Namespace) -> np.ndarray:
     return beta_policy(logits).mean.numpy() if args.actions == "continuous" else logits.argmax(-1).numpy()
 
 
+def sampled(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
+    """The driver with --sample: each action drawn from the policy, as in training, by numpy's
+    generator (seeded by the first track, so a result repeats). A policy's mean is not what it
+    was trained to drive: benchmarks/carracing_action_choice.py measures both on the same tracks."""
+    if args.actions == "continuous":
+        policy = beta_policy(logits)
+        return rng.beta(policy.concentration1.numpy(), policy.concentration0.numpy()).astype(np.float32)
+    probs = torch.softmax(logits.double(), -1).numpy()
+    return np.array([rng.choice(len(p), p=p / p.sum()) for p in probs])
+
+
 def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
     """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
     shared optimizer (a single learner's local copy is the shared model); returns the norm before clipping."""
@@ -414,8 +431,8 @@ class SharedAdam:
 
 
 def learning_rate(args: argparse.Namespace, steps: int) -> float:
-    """The schedule: constant, or falling linearly to 0 at --max-steps (the A3C paper's)."""
-    return args.lr * (1.0 if args.lr_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
+    """The learning rate at `steps`: --lr times its schedule (--lr-schedule)."""
+    return args.lr * schedule(args.lr_schedule, steps, args.max_steps)
 
 
 def report(shared: Shared, finished: list[float], terms: list[float], steps: int) -> None:
@@ -666,8 +683,10 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
 # --------------------------------------------------------------------------- evaluation and play
 def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
-    """Greedy (see greedy) raw returns of `episodes` full 1000-frame episodes (no early cut), one
-    track per seed: seed, seed+1, ... The episodes run side by side in one vector env."""
+    """Greedy (see greedy; with --sample, see sampled) raw returns of `episodes` full 1000-frame
+    episodes (no early cut), one track per seed: seed, seed+1, ... The episodes run side by side in
+    one vector env."""
+    rng = np.random.default_rng(seed) if args.sample else None
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
     state = model.initial_state(episodes)
@@ -675,7 +694,8 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     while not finished.all():
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs), state)
-        obs, rewards, terminated, truncated, _ = envs.step(greedy(logits, args))
+        actions = greedy(logits, args) if rng is None else sampled(logits, args, rng)
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
     envs.close()
@@ -686,7 +706,7 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
 
 
 def play(model: ActorCritic, args: argparse.Namespace) -> None:
-    """Greedy episodes in a window, or, without a display, recorded to GIFs (the first
+    """Episodes (greedy, or --sample) in a window, or, without a display, recorded to GIFs (the first
     --video-steps agent steps of each)."""
     headless = not has_display()
     for episode in range(args.episodes):
@@ -696,9 +716,10 @@ def play(model: ActorCritic, args: argparse.Namespace) -> None:
 
 
 def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path | None = None) -> float:
-    """One greedy episode on the track of `seed`, in a window or, with a video path, recorded to
+    """One episode (greedy, or --sample) on the track of `seed`, in a window or, with a video path, recorded to
     that GIF; its raw return."""
     env = make_env(args, render_mode="rgb_array" if video else "human")
+    rng = np.random.default_rng(seed) if args.sample else None
     obs, _ = env.reset(seed=seed)
     state = model.initial_state(1)
     frames, done, episode_return = [], False, 0.0
@@ -707,7 +728,8 @@ def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path |
             frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs).unsqueeze(0), state)
-        obs, reward, terminated, truncated, _ = env.step(greedy(logits, args)[0])
+        action = greedy(logits, args) if rng is None else sampled(logits, args, rng)
+        obs, reward, terminated, truncated, _ = env.step(action[0])
         episode_return += reward
         done = terminated or truncated
     env.close()
@@ -903,8 +925,8 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
-                      help="show the greedy driver in a window; writes a GIF when there is no display")
-    what.add_argument("--eval", action="store_true", help="greedy episodes; print each return and mean/std")
+                      help="show the driver (greedy, or --sample) in a window; writes a GIF when there is no display")
+    what.add_argument("--eval", action="store_true", help="greedy (or --sample) episodes; each return, mean/std")
     parser.set_defaults(env_id=ENV_ID)  # one environment here (a3c_kungfu.py takes --env-id)
     parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
                         "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
@@ -918,6 +940,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--train: seeds python, numpy, torch and the training tracks [0]; "
                              "--eval/--play: the first track [1000000, tracks training never sees]")
     parser.add_argument("--episodes", type=int, help="--eval: episodes [50]; --play: episodes [1]")
+    parser.add_argument("--sample", action="store_true",
+                        help="--eval, --play and the validations of --train: draw each action from the policy, "
+                             "as training does, instead of the most likely action (the Beta's mean)")
     parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
                                                    "[runs/videos/NAME.gif]")
     parser.add_argument("--video-steps", type=int, default=250,
@@ -1068,7 +1093,7 @@ def train(args: argparse.Namespace) -> int:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
               f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
         return 1
-    print(f"best greedy validation {run.best_eval:.0f} after {run.steps} agent steps, {run.seconds / 60:.1f} min. "
+    print(f"best validation {run.best_eval:.0f} after {run.steps} agent steps, {run.seconds / 60:.1f} min. "
           f"Best weights: {paths['best']}  curve: {paths['png']}")
     return 0
 

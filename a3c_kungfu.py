@@ -212,6 +212,12 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
 
 
+def schedule(kind: str, steps: int, max_steps: int) -> float:
+    """What a scheduled setting is multiplied by: 1 if "constant"; if "linear", falling from 1 at
+    step 0 to 0 at max_steps (the A3C paper's learning rate). See entropy_weight and learning_rate."""
+    return 1.0 if kind == "constant" else max(0.0, 1.0 - steps / max_steps)
+
+
 def entropy_weight(args: argparse.Namespace, steps: int) -> float:
     """The entropy bonus's weight: constant, or falling linearly to 0 at --max-steps.
 
@@ -220,7 +226,7 @@ def entropy_weight(args: argparse.Namespace, steps: int) -> float:
     back towards random (a long CarRacing run did: benchmarks/carracing_results.md). Adam scales
     each step to the gradient's size, so a falling learning rate alone does not change which term
     wins; a falling weight does."""
-    return args.entropy_coef * (1.0 if args.entropy_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
+    return args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -371,8 +377,8 @@ class SharedAdam:
 
 
 def learning_rate(args: argparse.Namespace, steps: int) -> float:
-    """The schedule: constant, or falling linearly to 0 at --max-steps (the A3C paper's)."""
-    return args.lr * (1.0 if args.lr_schedule == "constant" else max(0.0, 1.0 - steps / args.max_steps))
+    """The learning rate at `steps`: --lr times its schedule (--lr-schedule)."""
+    return args.lr * schedule(args.lr_schedule, steps, args.max_steps)
 
 
 def report(shared: Shared, finished: list[float], terms: list[float], steps: int) -> None:

@@ -202,6 +202,25 @@ def test_continuous_actions_reach_the_env_as_steer_gas_brake():
     assert abs(env.unwrapped.car.wheels[0].joint.angle) < 0.01  # and no steering
 
 
+def test_sample_draws_each_action_from_the_policy_and_repeats_on_the_same_tracks():
+    args = carracing.parse_args(["--eval", "--actions", "continuous", "--sample"])
+    params = torch.tensor([[0.0, 2.0, 0.0, -1.0]]).repeat(20000, 1)  # Beta(1.69, 1.69) and Beta(3.13, 1.31)
+    draws = carracing.sampled(params, args, np.random.default_rng(0))
+    policy = carracing.beta_policy(params[:1])
+    assert draws.shape == (20000, 2) and draws.dtype == np.float32 and 0 <= draws.min() and draws.max() <= 1
+    np.testing.assert_allclose(draws.mean(0), policy.mean[0], atol=0.01)
+    np.testing.assert_allclose(draws.var(0), policy.variance[0], rtol=0.05)
+    np.testing.assert_array_equal(draws, carracing.sampled(params, args, np.random.default_rng(0)))
+    args.actions = "gymnasium"
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
+    counts = np.bincount(carracing.sampled(probs.log().repeat(20000, 1), args, np.random.default_rng(0)), minlength=5)
+    np.testing.assert_allclose(counts / 20000, probs, atol=0.01)
+    args = carracing.parse_args(["--eval", "--actions", "continuous", "--sample"])
+    model = carracing.build_model(args)
+    first, again = (carracing.evaluate(model, args, 2, seed=7) for _ in range(2))
+    assert first == again  # the generator is seeded by the first track
+
+
 def test_continuous_acting_and_loss_see_the_same_policy():
     args = carracing.parse_args(["--train", "--actions", "continuous", "--rollout-len", "3"])
     rollouts = carracing.Rollouts(carracing.make_vector_env(args, 2, training=True), seed=0)

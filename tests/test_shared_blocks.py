@@ -66,7 +66,8 @@ def test_a_block_in_every_script_is_the_same_in_every_script(name):
 def test_the_shared_blocks_include_the_a3c_machinery():
     shared = set(IN_ALL) - set(MEANT_TO_DIFFER)
     assert {"worker", "SharedAdam", "hand_over_gradients", "update_shared_model", "act", "report", "learning_rate",
-            "entropy_weight", "save_checkpoint", "load", "TrainingLog", "stop_on_signal", "plot_curve"} <= shared
+            "schedule", "entropy_weight", "save_checkpoint", "load", "TrainingLog", "stop_on_signal",
+            "plot_curve"} <= shared
 
 
 @pytest.mark.parametrize("name", sorted(MEANT_TO_DIFFER))
