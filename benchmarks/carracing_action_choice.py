@@ -1,5 +1,6 @@
 """How a continuous CarRacing driver should pick its action at test time: the Beta policy's mean
-(what --eval, --play and the validations use), its mode, or a sample, on the same tracks.
+(what --eval, --play and the validations use), its mode, or a sample (their --sample), on the
+same tracks.
 
     python benchmarks/carracing_action_choice.py --checkpoint in_progress/carracing/model.pt --episodes 16
 
@@ -28,11 +29,8 @@ def mode(params: torch.Tensor) -> torch.Tensor:
     return ((alpha - 1) / (alpha + beta - 2).clamp_min(1e-6)).clamp(0.0, 1.0)
 
 
-CHOICES = {
-    "mean": lambda params: carracing.beta_policy(params).mean,
-    "mode": mode,
-    "sample": lambda params: carracing.beta_policy(params).sample(),
-}
+GREEDY = {"mean": lambda params: carracing.beta_policy(params).mean, "mode": mode}
+CHOICES = [*GREEDY, "sample"]  # sample: the script's own --sample
 
 
 def main() -> None:
@@ -40,9 +38,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--seed", type=int, default=carracing.VALIDATION_SEED)
+    parser.add_argument("--choices", nargs="+", choices=CHOICES, default=CHOICES)
     options = parser.parse_args()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     model, checkpoint = carracing.load(options.checkpoint, carracing.ENV_ID)
     args = carracing.parse_args(["--eval"])
     for name in ("actions", "action_repeat"):
@@ -51,8 +49,10 @@ def main() -> None:
         sys.exit(f"{options.checkpoint} drives with discrete actions; this compares continuous ones")
     print(f"{options.checkpoint}: {checkpoint['steps']} agent steps; "
           f"{options.episodes} tracks from seed {options.seed}")
-    for name, choose in CHOICES.items():
-        carracing.greedy = lambda params, args, choose=choose: choose(params).numpy()  # what evaluate() calls
+    for name in options.choices:
+        args.sample = name == "sample"
+        if name in GREEDY:
+            carracing.greedy = lambda params, args, choose=GREEDY[name]: choose(params).numpy()  # what evaluate() calls
         returns = carracing.evaluate(model, args, options.episodes, options.seed)
         print(f"{name:>6}: mean {np.mean(returns):6.1f}  std {np.std(returns):6.1f}  "
               f"min {np.min(returns):6.1f}  max {np.max(returns):6.1f}")
