@@ -51,7 +51,8 @@ def windows(csv_path: Path, every: int) -> list[list[str]]:
             scale_text = f"{scale:.2f}"
         else:
             scale_text = f"{math.sqrt(term('value_loss')):.2f}*" if critic_error_is_advantage else "-"
-        table.append([f"{start / 1e6:.{digits}f}-{(start + every) / 1e6:.{digits}f}M", f"{mean(games):.1f}", scale_text,
+        episodes = f"{mean(games):.1f}" if games else "-"  # a window may hold only loss rows
+        table.append([f"{start / 1e6:.{digits}f}-{(start + every) / 1e6:.{digits}f}M", episodes, scale_text,
                       f"{term('entropy'):.2f}", f"{term('value_loss'):.3g}", f"{term('policy_loss'):.3f}",
                       f"{term('grad_norm'):.3g}"])
     return table

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-RECIPE = ("env_id", "envs_per_worker", "rollout_len", "gae_lambda", "lr", "normalize_advantages", "init",
-          "entropy_coef", "max_grad_norm", "core")  # the settings a recipe run is told apart by
+RECIPE = ("env_id", "actions", "envs_per_worker", "rollout_len", "gae_lambda", "lr", "lr_schedule",
+          "normalize_advantages", "init", "value_coef", "entropy_coef", "entropy_schedule", "max_grad_norm",
+          "core")  # the settings a recipe run is told apart by
 
 
 def settings(csv_path: Path) -> str:
