@@ -1,8 +1,8 @@
 """How a continuous CarRacing driver should pick its action at test time: the Beta policy's mean
-(what --eval, --play and the validations use), its mode, or a sample (their --sample), on the
-same tracks.
+(--driver greedy), its mode, or a sample (--driver sample, the default for a continuous
+policy), on the same tracks.
 
-    python benchmarks/carracing_action_choice.py --checkpoint in_progress/carracing/model.pt --episodes 16
+    python benchmarks/carracing_action_choice.py --checkpoint pretrained/carracing_continuous.pt --episodes 32
 
 The tracks are the validation tracks (seeds from 500,000) unless --seed says otherwise; each
 choice drives the same tracks with the same weights, full 1000-frame episodes, raw returns.
@@ -30,7 +30,7 @@ def mode(params: torch.Tensor) -> torch.Tensor:
 
 
 GREEDY = {"mean": lambda params: carracing.beta_policy(params).mean, "mode": mode}
-CHOICES = [*GREEDY, "sample"]  # sample: the script's own --sample
+CHOICES = [*GREEDY, "sample"]  # sample: the script's own --driver sample
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     print(f"{options.checkpoint}: {checkpoint['steps']} agent steps; "
           f"{options.episodes} tracks from seed {options.seed}")
     for name in options.choices:
-        args.sample = name == "sample"
+        args.driver = "sample" if name == "sample" else "greedy"
         if name in GREEDY:
             carracing.greedy = lambda params, args, choose=GREEDY[name]: choose(params).numpy()  # what evaluate() calls
         returns = carracing.evaluate(model, args, options.episodes, options.seed)

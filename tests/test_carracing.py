@@ -202,8 +202,8 @@ def test_continuous_actions_reach_the_env_as_steer_gas_brake():
     assert abs(env.unwrapped.car.wheels[0].joint.angle) < 0.01  # and no steering
 
 
-def test_sample_draws_each_action_from_the_policy_and_repeats_on_the_same_tracks():
-    args = carracing.parse_args(["--eval", "--actions", "continuous", "--sample"])
+def test_the_sampling_driver_draws_from_the_policy_and_repeats_on_the_same_tracks():
+    args = carracing.parse_args(["--eval", "--actions", "continuous", "--driver", "sample"])
     params = torch.tensor([[0.0, 2.0, 0.0, -1.0]]).repeat(20000, 1)  # Beta(1.69, 1.69) and Beta(3.13, 1.31)
     draws = carracing.sampled(params, args, np.random.default_rng(0))
     policy = carracing.beta_policy(params[:1])
@@ -215,10 +215,14 @@ def test_sample_draws_each_action_from_the_policy_and_repeats_on_the_same_tracks
     probs = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
     counts = np.bincount(carracing.sampled(probs.log().repeat(20000, 1), args, np.random.default_rng(0)), minlength=5)
     np.testing.assert_allclose(counts / 20000, probs, atol=0.01)
-    args = carracing.parse_args(["--eval", "--actions", "continuous", "--sample"])
+    args = carracing.parse_args(["--eval", "--actions", "continuous", "--driver", "sample"])
     model = carracing.build_model(args)
     first, again = (carracing.evaluate(model, args, 2, seed=7) for _ in range(2))
     assert first == again  # the generator is seeded by the first track
+    defaults = {actions: carracing.samples(carracing.parse_args(["--eval", "--actions", actions]))
+                for actions in ("continuous", "gymnasium")}
+    assert defaults == {"continuous": True, "gymnasium": False}
+    assert not carracing.samples(carracing.parse_args(["--eval", "--actions", "continuous", "--driver", "greedy"]))
 
 
 def test_continuous_acting_and_loss_see_the_same_policy():
