@@ -54,7 +54,7 @@ import time
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -355,28 +355,34 @@ def act_continuous(params: torch.Tensor, epsilon: float, rng: np.random.Generato
 
 
 def samples(args: argparse.Namespace) -> bool:
-    """How --eval, --play and the validations choose actions (--driver): drawn from the policy,
-    or greedy. By default a continuous policy samples, as it trained: the long run's last Beta
-    mean drove 630 on 32 validation tracks where its samples drove 797
-    (benchmarks/carracing_action_choice.py); a discrete policy takes its most likely action."""
+    """Whether --eval, --play and the validations draw their actions from the policy (--driver).
+    By default a continuous policy does, as it trained: the long run's last Beta mean drove 630
+    on 32 validation tracks where its samples drove 797 (benchmarks/carracing_action_choice.py);
+    a discrete policy takes its most likely action."""
     return (args.driver or ("sample" if args.actions == "continuous" else "greedy")) == "sample"
 
 
+def driver(args: argparse.Namespace, seed: int) -> Callable[[torch.Tensor], np.ndarray]:
+    """The test-time action for a batch of policy outputs: sampled (with numpy's generator, seeded
+    by the first track, so a result repeats) or greedy, as `samples` says."""
+    if not samples(args):
+        return lambda logits: greedy(logits, args)
+    rng = np.random.default_rng(seed)
+    return lambda logits: sampled(logits, args, rng)
+
+
 def greedy(logits: torch.Tensor, args: argparse.Namespace) -> np.ndarray:
-    """The driver of --eval, --play and the validations: the most likely discrete action, or the
-    Beta policy's mean."""
+    """The most likely discrete action, or the Beta policy's mean."""
     return beta_policy(logits).mean.numpy() if args.actions == "continuous" else logits.argmax(-1).numpy()
 
 
 def sampled(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
-    """The driver with --driver sample: each action drawn from the policy, as in training, by numpy's
-    generator (seeded by the first track, so a result repeats). A policy's mean is not what it
-    was trained to drive: benchmarks/carracing_action_choice.py measures both on the same tracks."""
+    """An action drawn from the policy, as in training, by `rng`."""
     if args.actions == "continuous":
         policy = beta_policy(logits)
         return rng.beta(policy.concentration1.numpy(), policy.concentration0.numpy()).astype(np.float32)
-    probs = torch.softmax(logits.double(), -1).numpy()
-    return np.array([rng.choice(len(p), p=p / p.sum()) for p in probs])
+    cumulative = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
+    return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] < cumulative).argmax(-1)  # inverse CDF
 
 
 def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
@@ -691,9 +697,9 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
 # --------------------------------------------------------------------------- evaluation and play
 def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
-    """Raw returns of `episodes` full 1000-frame episodes (no early cut; actions as `samples` says),
+    """Raw returns of `episodes` full 1000-frame episodes (no early cut; actions: see `driver`),
     one track per seed: seed, seed+1, ... The episodes run side by side in one vector env."""
-    rng = np.random.default_rng(seed) if samples(args) else None
+    act_on = driver(args, seed)
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
     state = model.initial_state(episodes)
@@ -701,8 +707,7 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     while not finished.all():
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs), state)
-        actions = greedy(logits, args) if rng is None else sampled(logits, args, rng)
-        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        obs, rewards, terminated, truncated, _ = envs.step(act_on(logits))
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
     envs.close()
@@ -726,7 +731,7 @@ def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path |
     """One episode on the track of `seed`, in a window or, with a video path, recorded to
     that GIF; its raw return."""
     env = make_env(args, render_mode="rgb_array" if video else "human")
-    rng = np.random.default_rng(seed) if samples(args) else None
+    act_on = driver(args, seed)
     obs, _ = env.reset(seed=seed)
     state = model.initial_state(1)
     frames, done, episode_return = [], False, 0.0
@@ -735,8 +740,7 @@ def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path |
             frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs).unsqueeze(0), state)
-        action = greedy(logits, args) if rng is None else sampled(logits, args, rng)
-        obs, reward, terminated, truncated, _ = env.step(action[0])
+        obs, reward, terminated, truncated, _ = env.step(act_on(logits)[0])
         episode_return += reward
         done = terminated or truncated
     env.close()
