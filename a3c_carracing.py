@@ -1,12 +1,12 @@
 """A3C (Asynchronous Advantage Actor-Critic) that learns to drive CarRacing from pixels.
 
     python a3c_carracing.py --train             # train (hours; resumable with --resume)
-    python a3c_carracing.py --play              # watch the driver (a GIF when headless)
-    python a3c_carracing.py --eval --episodes 100   # held-out tracks (seeds from 1,000,000)
+    python a3c_carracing.py --play              # watch the driver (GIFs of the drive and of its input when headless)
+    python a3c_carracing.py --eval              # 30 held-out tracks (seeds from 1,000,000)
     python a3c_carracing.py --train --mode batch  # the other mode: processes, batch
 
-This script has the shape and names of a3c_cartpole.py; only the environment, the
-preprocessing and the network differ. A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783):
+This script has the shape and names of a3c_cartpole.py; what differs is the environment and
+its preprocessing, the network with its GRU core, the continuous policy and the modes it keeps. A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783):
 several workers, each with its own environments and a local copy of one shared actor-critic
 network. A worker repeats:
 
@@ -20,7 +20,7 @@ network. A worker repeats:
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
 CarRacing specifics. Gymnasium's CarRacing-v3 driven by a Beta policy over steering and one pedal
-(gas or brake), or with --actions gymnasium by Gymnasium's 5 discrete actions; each action is
+(gas or brake), or with --actions discrete by Gymnasium's 5 discrete actions; each action is
 held for 4 frames. The network is a conv trunk, a GRU core and policy/value heads; the GRU state
 is reset at each episode's start, carried across rollouts and trained by backpropagation
 through each rollout.
@@ -30,7 +30,7 @@ evaluation plays full 1000-frame episodes with neither, and every score shown is
 return. The env is the stock one, drawn for less (see FastCarRacing): frames the agent never
 sees are not drawn, and a drawn frame skips the polygons that are off screen; a test checks
 that the pixels are the stock env's. The entropy bonus's weight falls to 0 with the learning
-rate (see entropy_weight: a fixed one let a long run's policy drift back to random).
+rate (see entropy_weight).
 
 Seeds: training envs play tracks from seeds below 500,000 (derived from --seed, the worker and
 the step count, so a resumed run plays new tracks); the validations during training always play
@@ -52,9 +52,8 @@ import signal
 import sys
 import time
 import traceback
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -76,26 +75,15 @@ CONTROLS = ("steer", "pedal")  # the continuous policy's action; SteerAndPedal m
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm")  # logged, averaged per CSV row
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-# "continuous": the env's own continuous control, a Beta policy over steering and one pedal (gas or brake).
-# The discrete sets: Gymnasium's own 5 actions (continuous=False): nothing, steer left, steer
-# right, gas 0.2, brake. The others are [steer, gas, brake] vectors for the continuous env: the
-# tutorial's 4 (no "nothing", so the car cannot coast), and a set whose steering keeps the gas
-# on (in the 5-action set every steering step releases the gas) and whose gas is stronger.
-ACTION_SETS = {
-    "continuous": None,
-    "gymnasium": ["nothing", "left", "right", "gas", "brake"],
-    "tutorial": {"left": [-0.8, 0.0, 0.0], "right": [0.8, 0.0, 0.0], "gas": [0.0, 0.1, 0.0], "brake": [0.0, 0.0, 0.6]},
-    "steer-gas": {"nothing": [0.0, 0.0, 0.0], "left": [-0.6, 0.0, 0.0], "right": [0.6, 0.0, 0.0],
-                  "gas": [0.0, 0.5, 0.0], "brake": [0.0, 0.0, 0.8],
-                  "left-gas": [-0.6, 0.2, 0.0], "right-gas": [0.6, 0.2, 0.0]},
-}
+DISCRETE_ACTIONS = ("nothing", "left", "right", "gas", "brake")  # Gymnasium's own 5 (gas 0.2), --actions discrete
 
 
 # --------------------------------------------------------------------------- the settings
 # Every hyperparameter, its default and what it means. The command-line flags are made from this
 # table (rollout_len is --rollout-len), so `args.gamma` in the loss is `gamma` here.
 SETTINGS = {
-    "actions": ("continuous", "continuous, or a discrete action set (see ACTION_SETS)", tuple(ACTION_SETS)),
+    "actions": ("continuous", "continuous: a Beta policy over steering and one pedal (gas or brake); discrete: "
+                              "Gymnasium's 5 actions (nothing, left, right, gas, brake)", ("continuous", "discrete")),
     "action_repeat": (4, "frames each action is held for"),
     "workers": (min(CORES, 8), "worker processes: one per core (more only adds switching), at most 8"),
     "envs_per_worker": (2, "environments each worker steps, with one batched forward pass"),
@@ -103,7 +91,7 @@ SETTINGS = {
     "rollout_len": (20, "n: steps per update per environment (t_max), the length of backpropagation through time"),
     "gamma": (0.99, "discount factor"),
     "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
-    "lr": (1e-4, "Adam learning rate (the tutorial's; at the start, with --lr-schedule linear)"),
+    "lr": (1e-4, "Adam learning rate (at the start, with --lr-schedule linear)"),
     "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
     "entropy_coef": (0.01, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
     "entropy_schedule": ("linear", "linear: the entropy bonus's weight falls to 0 at --max-steps, as the learning "
@@ -113,24 +101,24 @@ SETTINGS = {
     "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
     "reward_scale": (0.1, "training sees reward * this (raw scores are logged); scaling keeps fast driving "
                           "worth more, which clipping to [-1, 1] would not"),
-    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
     "hidden": (256, "units of the GRU core"),
     "patience": (50, "training only: end an episode after this many agent steps in a row with negative reward"),
-    "max_steps": (2_500_000, "the budget: stop after this many agent steps (about 4 hours here)"),
+    "max_steps": (2_500_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (4 * 3600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (100_000, "validation every this many agent steps"),
-    "eval_episodes": (8, "episodes per validation (see --driver), on the same validation tracks every time"),
+    "eval_episodes": (8, "episodes per validation, on the same validation tracks every time"),
     "solve_score": (math.inf, "stop once a validation's mean return reaches this"),
 }
 ARCHITECTURE = ("actions", "hidden", "action_repeat")  # a resumed run keeps them: its weights are made for them
+BEFORE_SETTINGS_EXISTED = {}  # what a checkpoint saved before a setting existed was made with
 
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
     """Conv trunk (64 -> 31 -> 15 -> 7 -> 3 pixels), a GRU core, policy and value heads.
 
-    step() takes one frame stack per env and the GRU state, and returns logits, V(s) and the
-    new state. The trunk has no memory, so the loss runs it once over a whole rollout (encode)
+    step() takes one frame stack per env and the GRU state, and returns the policy head's output
+    (discrete: logits; continuous: the Beta's parameters), V(s) and the new state. The trunk has no memory, so the loss runs it once over a whole rollout (encode)
     and steps only the GRU through time (unroll)."""
 
     def __init__(self, in_channels: int, n_actions: int, hidden: int):
@@ -146,8 +134,12 @@ class ActorCritic(nn.Module):
         self.value = nn.Linear(hidden, 1)
         self.state_size = hidden
 
+    def frames(self, obs: torch.Tensor) -> torch.Tensor:
+        """The uint8 frames [N, 4, 64, 64] the convolutions see (--play draws them)."""
+        return obs
+
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs.float() / 255.0)
+        return self.body(self.frames(obs).float() / 255.0)
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.policy(features), self.value(features).squeeze(-1)
@@ -158,7 +150,7 @@ class ActorCritic(nn.Module):
         return state, state
 
     def step(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Policy logits [N, A], values V(s) [N] and the new state, for uint8 frames [N, 4, 64, 64]."""
+        """The policy head's output [N, P], values V(s) [N] and the new state, for uint8 frames [N, 4, 64, 64]."""
         output, state = self.core_step(self.encode(obs), state)
         return (*self.heads(output), state)
 
@@ -179,7 +171,7 @@ class ActorCritic(nn.Module):
 def build_model(args: argparse.Namespace) -> ActorCritic:
     """The policy head: a logit per discrete action, or the Beta's two parameters per control."""
     continuous = args.actions == "continuous"
-    return ActorCritic(FRAME_STACK, 2 * len(CONTROLS) if continuous else len(ACTION_SETS[args.actions]), args.hidden)
+    return ActorCritic(FRAME_STACK, 2 * len(CONTROLS) if continuous else len(DISCRETE_ACTIONS), args.hidden)
 
 
 def beta_policy(params: torch.Tensor) -> torch.distributions.Beta:
@@ -187,19 +179,19 @@ def beta_policy(params: torch.Tensor) -> torch.distributions.Beta:
     maps them to the env's controls), alpha and beta = 1 + softplus(head) so each is one-peaked.
 
     A Beta, not a Gaussian: its support is the action box, so no sample is clipped (clipping makes
-    the log-probability the loss uses not the one the action came from; Chou et al. 2017); the
-    published continuous CarRacing agents at 860-909 use it too. One pedal, not gas and brake
-    apart (as deep-racing's 909): a first policy near the middle then neither brakes nor
+    the log-probability the loss uses not the one the action came from; Chou et al. 2017). One
+    pedal, not gas and brake apart: a first policy near the middle then neither brakes nor
     accelerates half the time, and "full gas, no brake" is one control at its end, not two."""
     alpha, beta = (1.0 + nn.functional.softplus(params)).chunk(2, dim=-1)
     return torch.distributions.Beta(alpha, beta)
 
 
 def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor, continuous: bool):
-    """log pi(a_t | s_t) and H(pi(. | s_t)) per step: the softmax's, or the Beta policy's summed over
-    the controls (drawn independently). A Beta's entropy is differential: it can be negative."""
+    """log pi(a_t | s_t) and H(pi(. | s_t)) per step from the policy head's output: the softmax's, or
+    the Beta policy's summed over the controls (drawn independently). A Beta's entropy is
+    differential: it can be negative."""
     if continuous:
-        policy = beta_policy(logits)
+        policy = beta_policy(logits)  # (here `logits` are the Beta's parameters)
         return policy.log_prob(actions).sum(-1), policy.entropy().sum(-1)
     log_probs = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     return log_probs, entropy_from_logits(logits)
@@ -221,11 +213,12 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     # cut by a time limit (its final frame is not in obs): there one more step from state_t gives it.
     next_values = np.empty((T, N), np.float32)
     next_values[:-1] = values[1:].detach().numpy()
-    own = truncated > 0
-    own[-1] = True
+    extra_step = truncated > 0
+    extra_step[-1] = True
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
-        output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[own])), states[torch.as_tensor(own)])
-        next_values[own] = model.heads(output)[1].numpy()
+        output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[extra_step])),
+                                    states[torch.as_tensor(extra_step)])
+        next_values[extra_step] = model.heads(output)[1].numpy()
     # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
     # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
@@ -254,9 +247,8 @@ def entropy_weight(args: argparse.Namespace, steps: int) -> float:
 
     Why it may fall: the policy gradient is as large as the advantages, and they shrink once the
     critic predicts the returns well; a bonus of fixed weight then wins, and the policy drifts
-    back towards random (a long CarRacing run did: benchmarks/carracing_results.md). Adam scales
-    each step to the gradient's size, so a falling learning rate alone does not change which term
-    wins; a falling weight does."""
+    back towards random. Adam scales each step to the gradient's size, so a falling learning rate
+    alone does not change which term wins; a falling weight does."""
     return args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
 
 
@@ -266,11 +258,12 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> No
     envs = make_vector_env(args, args.envs_per_worker, training=True)
     rollouts = Rollouts(envs, seed=seed)
     local_model = build_model(args)
-    while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):  # (parent gone: leave)
+    while not shared.stop.is_set() and os.getppid() == shared.parent_pid:  # (parent gone: leave)
         local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
         rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=shared.global_steps.value)  # 3. and 4.
-        grad_norm = update_shared_model(loss, local_model, shared, args)  # 5.
+        steps = shared.global_steps.value  # sets the entropy weight and the learning rate (see schedule)
+        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=steps)  # 3. and 4.
+        grad_norm = update_shared_model(loss, local_model, shared, args, steps)  # 5.
         report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
     envs.close()
 
@@ -285,8 +278,7 @@ class Shared(NamedTuple):
     episode_returns: Any = None  # a queue of the raw returns of finished episodes, for the log
     loss_sums: Any = None  # running sums of the loss terms, for the log (see add_to)
     errors: Any = None  # a queue for a failed worker's traceback
-    parent_pid: int | None = None  # a worker process leaves when its parent is gone; None for threads
-    update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
+    parent_pid: int = 0  # the trainer's pid: a worker process leaves when its parent is gone
 
 
 # what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each (actions: int64 indices, or float32 controls)
@@ -298,7 +290,7 @@ class Rollouts:
     """Steps a vector of envs with a model; keeps each env's raw return and GRU state across rollouts."""
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int):
-        self.envs, self.rng = envs, np.random.default_rng(seed)
+        self.envs = envs
         self.obs, _ = envs.reset(seed=seed)  # env i plays the track of seed + i, then tracks its own RNG picks
         self.state = None  # the GRU state, made by the first collect()
         self.starts = np.ones(envs.num_envs, np.float32)  # every env begins an episode
@@ -314,7 +306,7 @@ class Rollouts:
             with torch.no_grad():
                 state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new episode forgets
                 logits, _, self.state = model.step(torch.as_tensor(self.obs), state)
-            actions = (act_continuous if args.actions == "continuous" else act)(logits, args.epsilon, self.rng)
+            actions = act(logits, args)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
             real_next_obs = next_obs.copy()  # where an episode ended, its final obs (not the reset one)
@@ -332,70 +324,25 @@ class Rollouts:
         return {**rollout, "state0": state0}, finished
 
 
-def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Sample a ~ pi(.|s); with probability epsilon take a uniform random action instead.
-
-    epsilon > 0 makes the update off-policy: the loss still treats each action as drawn from pi,
-    which biases the gradient a little. It is 0 by default; the entropy bonus explores instead."""
-    actions = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1).view(-1).numpy()
-    if epsilon > 0:
-        explore = rng.random(actions.shape) < epsilon
-        actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
-    return actions
-
-
-def act_continuous(params: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Sample [steer, pedal] ~ pi(.|s), each in [0, 1]; with probability epsilon a uniform one.
-    A float32 sample can land on 0 or 1, where a Beta's log-probability is infinite: kept inside."""
-    actions = beta_policy(params).sample().clamp(1e-6, 1.0 - 1e-6).numpy()
-    if epsilon > 0:
-        explore = rng.random(len(actions)) < epsilon
-        actions[explore] = rng.uniform(1e-6, 1.0 - 1e-6, size=(explore.sum(), len(CONTROLS)))
-    return actions
-
-
-def samples(args: argparse.Namespace) -> bool:
-    """Whether --eval, --play and the validations draw their actions from the policy (--driver).
-    By default a continuous policy does, as it trained: the long run's last Beta mean drove 630
-    on 32 validation tracks where its samples drove 797 (benchmarks/carracing_action_choice.py);
-    a discrete policy takes its most likely action."""
-    return (args.driver or ("sample" if args.actions == "continuous" else "greedy")) == "sample"
-
-
-def driver(args: argparse.Namespace, seed: int) -> Callable[[torch.Tensor], np.ndarray]:
-    """The test-time action for a batch of policy outputs: sampled (with numpy's generator, seeded
-    by the first track, so a result repeats) or greedy, as `samples` says."""
-    if not samples(args):
-        return lambda logits: greedy(logits, args)
-    rng = np.random.default_rng(seed)
-    return lambda logits: sampled(logits, args, rng)
-
-
-def greedy(logits: torch.Tensor, args: argparse.Namespace) -> np.ndarray:
-    """The most likely discrete action, or the Beta policy's mean."""
-    return beta_policy(logits).mean.numpy() if args.actions == "continuous" else logits.argmax(-1).numpy()
-
-
-def sampled(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
-    """An action drawn from the policy, as in training, by `rng`."""
+def act(logits: torch.Tensor, args: argparse.Namespace) -> np.ndarray:
+    """Sample a ~ pi(.|s), one action per env: a discrete index, or [steer, pedal] each in [0, 1]
+    (a float32 Beta sample can land on 0 or 1, where its log-probability is infinite: kept inside)."""
     if args.actions == "continuous":
-        policy = beta_policy(logits)
-        return rng.beta(policy.concentration1.numpy(), policy.concentration0.numpy()).astype(np.float32)
-    cumulative = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
-    return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] < cumulative).argmax(-1)  # inverse CDF
+        return beta_policy(logits).sample().clamp(1e-6, 1.0 - 1e-6).numpy()
+    return torch.multinomial(torch.softmax(logits, -1), 1).view(-1).numpy()
 
 
-def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
+def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args, steps: int) -> float:
     """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
-    shared optimizer (a single learner's local copy is the shared model); returns the norm before clipping."""
+    shared optimizer at the learning rate of `steps` (a single learner's local copy is the shared
+    model); returns the norm before clipping."""
     local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
     if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
         raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
-    with shared.update_lock:  # Hogwild: processes apply their updates without a lock
-        hand_over_gradients(local_model, shared.model)
-        shared.optimizer.step()  # updates the shared weights and the shared Adam moments
+    hand_over_gradients(local_model, shared.model)  # Hogwild: processes apply their updates without a lock
+    shared.optimizer.step(learning_rate(args, steps))  # the shared weights and the shared Adam moments
     return grad_norm
 
 
@@ -412,24 +359,24 @@ def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None
 
 class SharedAdam:
     """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory: the
-    step count t, the moments m and v and the learning rate are shared by all workers, like the
-    weights (an optimizer made inside each worker would silently give each its own moments).
-    Written out: the maths fits in a few lines, and torch.optim's first use costs a second."""
+    step count t and the moments m and v are shared by all workers, like the weights (an
+    optimizer made inside each worker would silently give each its own moments). The caller
+    passes each step's learning rate. Written out: the maths fits in a few lines, and
+    torch.optim's first use costs a second."""
 
-    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
         self.betas, self.eps = betas, eps
-        self.lr = torch.tensor(lr, dtype=torch.float64).share_memory_()
         self.t = torch.zeros((), dtype=torch.int64).share_memory_()
         self.m = [torch.zeros_like(p).share_memory_() for p in self.params]  # first moments
         self.v = [torch.zeros_like(p).share_memory_() for p in self.params]  # second moments
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, lr: float) -> None:
         beta1, beta2 = self.betas
         self.t += 1
         t = int(self.t)
-        step_size = float(self.lr) * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
+        step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
         for p, m, v in zip(self.params, self.m, self.v):
             m.mul_(beta1).add_(p.grad, alpha=1 - beta1)               # m <- b1 m + (1 - b1) g
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
@@ -501,7 +448,7 @@ def train_batch(args, model, optimizer, run) -> None:
         while True:
             rollout, finished = rollouts.collect(model, args)
             loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
-            grad_norm = update_shared_model(loss, model, shared, args)
+            grad_norm = update_shared_model(loss, model, shared, args, run.steps)
             add_to(run.log.loss_sums, [*terms, grad_norm])
             for episode_return in finished:
                 run.episode(episode_return)
@@ -512,6 +459,91 @@ def train_batch(args, model, optimizer, run) -> None:
 
 
 # --------------------------------------------------------------------------- the environment
+class ActionRepeat(gym.Wrapper):
+    """Hold each action for `repeat` frames and sum their rewards. On a FastCarRacing only the
+    last of those frames is drawn (or the frame where the episode ends)."""
+
+    def __init__(self, env: gym.Env, repeat: int):
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action):
+        car_racing, total = self.env.unwrapped, 0.0
+        for i in range(self.repeat):
+            car_racing.draw = i == self.repeat - 1  # a plain attribute on the stock env: no effect
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += reward
+            if terminated or truncated:
+                break
+        if not car_racing.draw:  # ended on a frame that was not drawn: draw it now
+            car_racing.draw = True
+            obs = car_racing.state = car_racing._render("state_pixels")
+        return obs, total, terminated, truncated, info
+
+
+class SteerAndPedal(gym.ActionWrapper):
+    """The continuous policy's [steer, pedal], each in [0, 1], as the env's [steer, gas, brake]:
+    steering 2x - 1; the pedal p = 2y - 1 is gas p above 0 and brake -p below."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (len(CONTROLS),), np.float32)
+
+    def action(self, action):
+        steer, pedal = 2.0 * np.asarray(action, np.float32) - 1.0
+        return np.array([steer, max(pedal, 0.0), max(-pedal, 0.0)], np.float32)
+
+
+class EndHopelessEpisode(gym.Wrapper):
+    """Training only: cut the episode (truncation, not a terminal state) after `patience` steps
+    in a row with negative reward; the car has left the track and is not coming back."""
+
+    def __init__(self, env: gym.Env, patience: int):
+        super().__init__(env)
+        self.patience, self.streak = patience, 0
+
+    def reset(self, **kwargs):
+        self.streak = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.streak = self.streak + 1 if reward < 0 else 0
+        return obs, reward, terminated, truncated or self.streak >= self.patience, info
+
+
+def make_env(args: argparse.Namespace, render_mode: str | None = None, fast: bool = True,
+             training: bool = False) -> gym.Env:
+    """CarRacing-v3 as the agent sees it: repeated actions, 64x64 grayscale, 4 frames stacked.
+    fast=False gives the stock env (every frame drawn), for the speed and equality checks."""
+    continuous = args.actions == "continuous"
+    env = FastCarRacing(continuous=continuous, render_mode=render_mode) if fast else \
+        CarRacing(continuous=continuous, render_mode=render_mode)
+    env = gym.wrappers.TimeLimit(env, max_episode_steps=MAX_FRAMES)  # as gym.make("CarRacing-v3") does
+    if continuous:
+        env = SteerAndPedal(env)
+    env = ActionRepeat(env, args.action_repeat)
+    if training:
+        env = EndHopelessEpisode(env, args.patience)
+    env = gym.wrappers.GrayscaleObservation(env)
+    env = gym.wrappers.ResizeObservation(env, (FRAME_SIZE, FRAME_SIZE))
+    return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
+
+
+def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.VectorEnv:
+    """num_envs envs stepped in this process; training ones end hopeless episodes early. SAME_STEP
+    autoreset: a finished env is reset inside step() and its final observation is handed back in
+    info["final_obs"], which a truncation bootstraps from."""
+    return gym.vector.SyncVectorEnv([lambda: make_env(args, training=training) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+# =========================================================================================== PLUMBING
+# The reinforcement learning is all above. Below: evaluation and play, the training log,
+# checkpoints, the plot, the command line and the parent's side of training.
+
+
+# --------------------------------------------------------------------------- drawing the env for less
 # The stock env's grass squares, built exactly as its _render_road builds them every frame.
 GRASS_POLYS = [[(GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + 0), (GRASS_DIM * x + 0, GRASS_DIM * y + 0),
                 (GRASS_DIM * x + 0, GRASS_DIM * y + GRASS_DIM), (GRASS_DIM * x + GRASS_DIM, GRASS_DIM * y + GRASS_DIM)]
@@ -596,120 +628,25 @@ class FastCarRacing(CarRacing):
         return np.flatnonzero(inside.any(axis=1))
 
 
-class ActionRepeat(gym.Wrapper):
-    """Hold each action for `repeat` frames and sum their rewards. On a FastCarRacing only the
-    last of those frames is drawn (or the frame where the episode ends)."""
-
-    def __init__(self, env: gym.Env, repeat: int):
-        super().__init__(env)
-        self.repeat = repeat
-
-    def step(self, action):
-        car_racing, total = self.env.unwrapped, 0.0
-        for i in range(self.repeat):
-            car_racing.draw = i == self.repeat - 1  # a plain attribute on the stock env: no effect
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            total += reward
-            if terminated or truncated:
-                break
-        if not car_racing.draw:  # ended on a frame that was not drawn: draw it now
-            car_racing.draw = True
-            obs = car_racing.state = car_racing._render("state_pixels")
-        return obs, total, terminated, truncated, info
-
-
-class VectorActions(gym.ActionWrapper):
-    """Discrete actions on top of the continuous env: action i is the [steer, gas, brake] vectors[i]."""
-
-    def __init__(self, env: gym.Env, vectors: dict[str, list[float]]):
-        super().__init__(env)
-        self.vectors = np.array(list(vectors.values()), dtype=np.float32)
-        self.action_space = gym.spaces.Discrete(len(self.vectors))
-
-    def action(self, action):
-        return self.vectors[int(action)]
-
-
-class SteerAndPedal(gym.ActionWrapper):
-    """The continuous policy's [steer, pedal], each in [0, 1], as the env's [steer, gas, brake]:
-    steering 2x - 1; the pedal p = 2y - 1 is gas p above 0 and brake -p below."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.action_space = gym.spaces.Box(0.0, 1.0, (len(CONTROLS),), np.float32)
-
-    def action(self, action):
-        steer, pedal = 2.0 * np.asarray(action, np.float32) - 1.0
-        return np.array([steer, max(pedal, 0.0), max(-pedal, 0.0)], np.float32)
-
-
-class EndHopelessEpisode(gym.Wrapper):
-    """Training only: cut the episode (truncation, not a terminal state) after `patience` steps
-    in a row with negative reward; the car has left the track and is not coming back."""
-
-    def __init__(self, env: gym.Env, patience: int):
-        super().__init__(env)
-        self.patience, self.streak = patience, 0
-
-    def reset(self, **kwargs):
-        self.streak = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.streak = self.streak + 1 if reward < 0 else 0
-        return obs, reward, terminated, truncated or self.streak >= self.patience, info
-
-
-def make_env(args: argparse.Namespace, render_mode: str | None = None, fast: bool = True,
-             training: bool = False) -> gym.Env:
-    """CarRacing-v3 as the agent sees it: repeated actions, 64x64 grayscale, 4 frames stacked.
-    fast=False gives the stock env (every frame drawn), for the speed and equality checks."""
-    continuous = args.actions != "gymnasium"  # the env's continuous control underneath
-    env = FastCarRacing(continuous=continuous, render_mode=render_mode) if fast else \
-        CarRacing(continuous=continuous, render_mode=render_mode)
-    env = gym.wrappers.TimeLimit(env, max_episode_steps=MAX_FRAMES)  # as gym.make("CarRacing-v3") does
-    if args.actions == "continuous":
-        env = SteerAndPedal(env)
-    elif continuous:
-        env = VectorActions(env, ACTION_SETS[args.actions])
-    env = ActionRepeat(env, args.action_repeat)
-    if training:
-        env = EndHopelessEpisode(env, args.patience)
-    env = gym.wrappers.GrayscaleObservation(env)
-    env = gym.wrappers.ResizeObservation(env, (FRAME_SIZE, FRAME_SIZE))
-    return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
-
-
-def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.VectorEnv:
-    """num_envs envs stepped in this process; training ones end hopeless episodes early. SAME_STEP
-    autoreset: a finished env is reset inside step() and its final observation is handed back in
-    info["final_obs"], which a truncation bootstraps from."""
-    return gym.vector.SyncVectorEnv([lambda: make_env(args, training=training) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
-# =========================================================================================== PLUMBING
-# The reinforcement learning is all above. Below: evaluation and play, the training log,
-# checkpoints, the plot, the command line and the parent's side of training.
-
-
 # --------------------------------------------------------------------------- evaluation and play
 def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
-    """Raw returns of `episodes` full 1000-frame episodes (no early cut; actions: see `driver`),
+    """Raw returns of `episodes` full 1000-frame episodes (no early cut; actions: see test_actions),
     one track per seed: seed, seed+1, ... The episodes run side by side in one vector env."""
-    act_on = driver(args, seed)
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
-    state = model.initial_state(episodes)
-    returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    state, rng = model.initial_state(episodes), np.random.default_rng(seed)
+    returns, finished, step, shown = np.zeros(episodes), np.zeros(episodes, dtype=bool), 0, time.time()
     while not finished.all():
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs), state)
-        obs, rewards, terminated, truncated, _ = envs.step(act_on(logits))
+        obs, rewards, terminated, truncated, _ = envs.step(test_actions(logits, args, rng))
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
+        step += 1
+        if verbose and time.time() - shown > 5:  # 50 tracks take minutes: say how far they are
+            print(f"  agent step {step} of {MAX_FRAMES // args.action_repeat}", flush=True)
+            shown = time.time()
     envs.close()
     if verbose:
         for i, ret in enumerate(returns):
@@ -717,35 +654,54 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     return returns.tolist()
 
 
+def test_actions(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
+    """The action of --eval, --play and the validations, one per env: drawn from pi as in training
+    (by numpy's generator, seeded by the first track's seed, so a result repeats), or with --greedy
+    the most likely discrete action or the Beta's mean."""
+    if args.actions == "continuous":
+        policy = beta_policy(logits)
+        if args.greedy:
+            return policy.mean.numpy()
+        return rng.beta(policy.concentration1.numpy(), policy.concentration0.numpy()).astype(np.float32)
+    if args.greedy:
+        return logits.argmax(-1).numpy()
+    cumulative = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
+    return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] < cumulative).argmax(-1)  # inverse CDF
+
+
 def play(model: ActorCritic, args: argparse.Namespace) -> None:
-    """Episodes in a window, or, without a display, recorded to GIFs (the first
-    --video-steps agent steps of each)."""
+    """Episodes in a window, or, without a display, recorded to GIFs (the first --video-steps agent
+    steps of each): the drive, and what the network receives. Episode k drives as
+    `--eval --episodes 1 --seed SEED+k` does: the same track and the same action draws."""
     headless = not has_display()
     for episode in range(args.episodes):
         video = args.video if episode == 0 else args.video.with_name(f"{args.video.stem}_{episode + 1}.gif")
         episode_return = drive(model, args, args.seed + episode, video=video if headless else None)
-        print(f"episode {episode + 1}: return {episode_return:.1f}")
+        print(f"episode {episode + 1} (seed {args.seed + episode}): return {episode_return:.1f}")
 
 
 def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path | None = None) -> float:
-    """One episode on the track of `seed`, in a window or, with a video path, recorded to
-    that GIF; its raw return."""
+    """One episode on the track of `seed`, in a window or, with a video path, recorded to that GIF
+    and to VIDEO_input.gif (the 4 stacked frames the network receives, scaled up); its raw return."""
     env = make_env(args, render_mode="rgb_array" if video else "human")
-    act_on = driver(args, seed)
     obs, _ = env.reset(seed=seed)
-    state = model.initial_state(1)
-    frames, done, episode_return = [], False, 0.0
+    state, rng = model.initial_state(1), np.random.default_rng(seed)
+    frames, inputs, done, episode_return = [], [], False, 0.0
     while not done:
+        obs = torch.as_tensor(np.asarray(obs)).unsqueeze(0)
         if video and len(frames) < args.video_steps:
             frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
+            inputs.append(np.hstack(list(model.frames(obs)[0].numpy())).repeat(3, 0).repeat(3, 1))
         with torch.no_grad():
-            logits, _, state = model.step(torch.as_tensor(obs).unsqueeze(0), state)
-        obs, reward, terminated, truncated, _ = env.step(act_on(logits)[0])
+            logits, _, state = model.step(obs, state)
+        obs, reward, terminated, truncated, _ = env.step(test_actions(logits, args, rng)[0])
         episode_return += reward
         done = terminated or truncated
     env.close()
-    if video:
-        save_gif(frames, video, milliseconds=80)  # one frame per agent step (4 frames at 50 fps): real time
+    if video:  # one frame per agent step (4 frames at 50 fps): real time
+        print(f"recorded the first {len(frames)} agent steps (--video-steps {args.video_steps})")
+        save_gif(frames, video, milliseconds=80)
+        save_gif(inputs, video.with_name(f"{video.stem}_input.gif"), milliseconds=80)
     return episode_return
 
 
@@ -762,7 +718,7 @@ def save_gif(frames: list, path: Path, milliseconds: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
-    print(f"no display found: wrote {path}")
+    print(f"no display found: wrote {path.resolve()}")
 
 
 # --------------------------------------------------------------------------- the training log
@@ -780,8 +736,9 @@ class TrainingLog:
         if new_file:
             self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
                                *LOSS_TERMS, "updates_per_s"])
-        self.bar = tqdm(total=args.max_steps, initial=steps, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, smoothing=0.05)
+        # a run that stops when solved has no known end: no total, so no misleading time left
+        self.bar = tqdm(total=args.max_steps if math.isinf(args.solve_score) else None, initial=steps,
+                        unit="step", dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
 
     def episode(self, steps: int, seconds: float, episode_return: float) -> None:
         self.recent = (self.recent + [episode_return])[-20:]
@@ -806,8 +763,9 @@ class TrainingLog:
             self.row_started = now
             self.csv_file.flush()  # a long run's CSV can be read while it trains
         self.bar.update(steps - self.bar.n)
-        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}", eval=f"{best_eval:.0f}",
-                             ent=f"{self.entropy:.2f}", refresh=False)
+        self.bar.set_postfix(ret=f"{np.mean(self.recent):.0f}" if self.recent else "-",  # "-": none yet
+                             eval=f"{best_eval:.0f}" if math.isfinite(best_eval) else "-",
+                             ent="-" if math.isnan(self.entropy) else f"{self.entropy:.2f}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()
@@ -826,7 +784,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
         "env_id": run.args.env_id, "model": model.state_dict(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
         "steps": run.steps, "episodes": run.episodes, "seconds": run.seconds,
-        "best_eval": run.best_eval, "evals_done": run.evals_done,
+        "best_eval": run.best_eval,
     }
     if optimizer is not None:
         checkpoint["optimizer"] = optimizer.state_dict()
@@ -852,7 +810,9 @@ def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if env_id is not None and checkpoint.get("env_id") != env_id:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
-    model = build_model(argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]}))
+    defaults = vars(build_parser().parse_args(["--train"]))
+    checkpoint["args"] = {**defaults, **BEFORE_SETTINGS_EXISTED, **checkpoint["args"]}  # (older files lack some)
+    model = build_model(argparse.Namespace(**checkpoint["args"]))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -860,20 +820,25 @@ def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
     return model, checkpoint
 
 
-def run_name(args: argparse.Namespace) -> str:
-    """Run folders and shipped weights are named after the environment."""
-    return "carracing"
+def run_name(env_id: str) -> str:
+    """Run folders and shipped weights are named after the environment: CarRacing-v3 -> carracing."""
+    return env_id.split("-")[0].lower()
 
 
-def newest_run(args: argparse.Namespace) -> Path | None:
-    """The best checkpoint of the newest run under runs/, if there is one."""
-    trained = sorted(RUNS.glob(f"{run_name(args)}_*/model.pt"), key=lambda p: p.stat().st_mtime)
-    return trained[-1] if trained else None
+def newest_run(args: argparse.Namespace, validated: bool = True) -> Path | None:
+    """model.pt of the newest run under runs/ (validated: the newest that has best weights; a run
+    stopped before its first validation has only model_last.pt, which --resume continues)."""
+    for last in sorted(RUNS.glob(f"{run_name(args.env_id)}_*/model_last.pt"), key=lambda p: p.stat().st_mtime)[::-1]:
+        if not validated or last.with_name("model.pt").exists():
+            return last.with_name("model.pt").resolve()
+        print(f"skipping {last.parent.resolve()}: no validation yet, so no best weights")
+    return None
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt (weights only), model_last.pt (to
-    --resume from), model.csv, model.png, and model_videos/ for GIFs the run draws."""
+    """A run's files sit beside its best checkpoint: model.pt (weights only, written by a
+    validation), model_last.pt (to --resume from), model.csv, model.png (and CarRacing's
+    validation GIFs in model_videos/)."""
     stem = checkpoint.with_suffix("")
     return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
             "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
@@ -881,7 +846,8 @@ def paths_for(checkpoint: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- the plot
 def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
-    """Returns against agent steps and wall time (top); the loss terms and updates/s (bottom)."""
+    """Six panels against agent steps: the raw returns (training episodes and validations) and the
+    diagnostics the CSV logs (see the README's "Reading the diagnostics")."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -890,40 +856,29 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
         rows = list(csv.DictReader(f))
 
     def series(name):
-        return [(int(r["step"]), float(r["wall_seconds"]), float(r[name])) for r in rows if r.get(name)]
+        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+        return [p[0] for p in points], [p[1] for p in points]
 
-    train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, column, label, scale in ((axes[0, 0], 0, "agent steps", 1), (axes[0, 1], 1, "wall time (minutes)", 1 / 60)):
-        if train:
-            ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
-                    label="training episodes (raw return)")
-        if evals:
-            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="validation mean")
-        ax.set_xlabel(label)
-        ax.set_ylabel("raw episode return")
-        ax.grid(alpha=0.3)
+    axes[0, 0].plot(*series("train_return"), ".", ms=2, alpha=0.4, label="training episodes")
+    axes[0, 0].plot(*series("eval_mean"), "o-", label="validation mean")
     axes[0, 0].legend(loc="upper left", fontsize=8)
-    panels = [(axes[0, 2], "updates_per_s", "updates / s"), (axes[1, 0], "policy_loss", "policy loss"),
-              (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
-    for ax, name, label in panels:
-        points = series(name)
-        ax.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1)
-        ax.set_xlabel("agent steps")
+    panels = [("train_return", "raw episode return"), ("entropy", "entropy (nats)"),
+              ("advantage_std", "advantage std (before any normalising)"), ("policy_loss", "policy loss"),
+              ("value_loss", "value loss (log scale)"), ("grad_norm", "gradient norm before clipping")]
+    for ax, (name, label) in zip(axes.flat, panels):
+        if name != "train_return":
+            ax.plot(*series(name), "-", lw=1)
+        if not ax.lines:  # a CSV from before the column existed
+            ax.text(0.5, 0.5, "not in this CSV", ha="center", transform=ax.transAxes)
         ax.set_title(label, fontsize=10)
+        ax.set_xlabel("agent steps")
         ax.grid(alpha=0.3)
-    if series("value_loss"):
+    if series("value_loss")[0]:
         axes[1, 1].set_yscale("log")
-    # second axes: the gradient norm before clipping shares the throughput panel; the advantages'
-    # std (the policy gradient's scale, which the entropy bonus pulls against) the policy loss's
-    for ax, name, label in ((axes[0, 2], "grad_norm", "gradient norm before clipping"),
-                            (axes[1, 0], "advantage_std", "advantage std (before normalising)")):
-        points, twin = series(name), ax.twinx()
-        twin.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1, color="tab:red")
-        twin.set_ylabel(label, color="tab:red", fontsize=9)
     fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
-    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.45, hspace=0.35)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
@@ -932,11 +887,12 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=f"A3C on {ENV_ID} from pixels: train, play, evaluate. Every flag's default is in brackets.",
-        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help")
-    what = parser.add_mutually_exclusive_group(required=True)
+        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
+        epilog="runs/ is made in the folder you start from; pretrained/ is the folder beside the script.")
+    what = parser.add_mutually_exclusive_group()  # one is required: parse_args says so, after any unknown flag
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
-                      help="show the driver (see --driver) in a window; writes a GIF when there is no display")
+                      help="show the driver in a window; writes GIFs when there is no display")
     what.add_argument("--eval", action="store_true", help="episodes on held-out tracks; each return, mean/std")
     parser.set_defaults(env_id=ENV_ID)  # one environment here (a3c_kungfu.py takes --env-id)
     parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
@@ -950,13 +906,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int,
                         help="--train: seeds python, numpy, torch and the training tracks [0]; "
                              "--eval/--play: the first track [1000000, tracks training never sees]")
-    parser.add_argument("--episodes", type=int, help="--eval: episodes [50]; --play: episodes [1]")
-    parser.add_argument("--driver", choices=["sample", "greedy"],
-                        help="--eval, --play and the validations of --train: draw each action from the policy "
-                             "as training does, or take the most likely action (a Beta's mean) "
-                             "[sample for continuous actions, greedy for discrete]")
+    parser.add_argument("--episodes", type=int, help="--eval: episodes [30]; --play: episodes [1]")
+    parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=False,
+                        help="--eval, --play and the validations: take the most likely action (a Beta's mean), or "
+                             "(--no-greedy) draw it from the policy as training does [%(default)s]")
     parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
-                                                   "[runs/videos/NAME.gif]")
+                                                   "[runs/videos/FOLDER_FILE.gif, after the checkpoint]")
     parser.add_argument("--video-steps", type=int, default=250,
                         help="--play without a display: record the first this many agent steps of each episode "
                              "[%(default)s]")
@@ -971,10 +926,12 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not (args.train or args.play or args.eval):
+        parser.error("one of --train, --play or --eval is required")
     if args.resume:
         if not args.train:
             parser.error("--resume goes with --train")
-        run = args.checkpoint or newest_run(args)  # never the shipped checkpoint, unless named
+        run = args.checkpoint or newest_run(args, validated=False)  # never the shipped checkpoint, unless named
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
@@ -994,16 +951,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seed is None:
         args.seed = 0 if args.train else TEST_SEED
     if args.episodes is None:
-        args.episodes = 1 if args.play else 50
-    args.video = args.video or RUNS / "videos" / f"{run_name(args)}.gif"
+        args.episodes = 1 if args.play else 30
     for name, (default, *_) in SETTINGS.items():
         if type(default) is int and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.train and args.mode != "batch" and args.workers > CORES:
+        print(f"warning: --workers {args.workers} on {CORES} cores: the extra workers only add switching",
+              file=sys.stderr)
     if args.episodes < 1 or args.video_steps < 1 or args.eval_episodes > 100_000 or args.seed < 0:
         parser.error("--episodes and --video-steps must be at least 1, --seed at least 0 and --eval-episodes "
                      "at most 100000")
-    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
-        parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
+    if not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
+        parser.error("--gae-lambda must lie in [0, 1], --gamma in (0, 1]")
     if args.lr <= 0 or args.max_seconds <= 0 or args.reward_scale <= 0:
         parser.error("--lr, --reward-scale and --max-seconds must be positive")
     return args
@@ -1016,12 +975,13 @@ class TrainingFailed(Exception):
 
 class Run:
     """The parent's side of training: the counters a checkpoint keeps, and the periodic duties that
-    tick() runs in order, as nanoGPT's loop reads: learning rate, validation, log, stop."""
+    tick() runs in order, as nanoGPT's loop reads: validation, log, stop. (The learning rate and
+    the entropy weight follow the step count where each update is made: see schedule.)"""
 
     def __init__(self, args, paths, model, optimizer, start: dict):
         self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
         self.steps, self.episodes, self.seconds_before = start["steps"], start["episodes"], start["seconds"]
-        self.best_eval, self.evals_done, self.solved = start["best_eval"], start["evals_done"], False
+        self.best_eval, self.solved = start["best_eval"], False
         self.started, self.next_eval = time.time(), self.steps + args.eval_every
         self.log = TrainingLog(args, paths["csv"], self.steps)
 
@@ -1037,21 +997,19 @@ class Run:
     def tick(self, steps: int) -> bool:
         """Training has reached `steps`: the duties, in order. True when training should stop."""
         self.steps = steps
-        self.optimizer.lr.fill_(learning_rate(self.args, steps))  # 1. nothing else sets the learning rate
-        if steps >= self.next_eval:  # 2. validate; keep the best weights and a resume point
+        if steps >= self.next_eval:  # 1. validate; keep the best weights and a resume point
             self.next_eval += self.args.eval_every
             self.validate()
-        self.log.progress(steps, self.seconds, self.best_eval)  # 3. the bar and the loss rows
-        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 4. stop?
+        self.log.progress(steps, self.seconds, self.best_eval)  # 2. the bar and the loss rows
+        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 3. stop?
 
     def validate(self) -> None:
-        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored)."""
+        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored),
+        on the same tracks every time: tracks differ a lot in difficulty, and only the same ones show
+        whether the driver improved. A GIF of the first track goes beside the run."""
         eval_model = build_model(self.args)
         eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
-        # the same tracks every time: tracks differ a lot in difficulty, and only the same ones
-        # show whether the driver improved
         returns = evaluate(eval_model, self.args, self.args.eval_episodes, VALIDATION_SEED)
-        self.evals_done += 1
         self.log.validation(self.steps, self.seconds, returns)
         if np.mean(returns) >= self.best_eval:
             self.best_eval = float(np.mean(returns))
@@ -1062,7 +1020,7 @@ class Run:
 
 
 def train(args: argparse.Namespace) -> int:
-    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
+    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf}
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
@@ -1077,11 +1035,11 @@ def train(args: argparse.Namespace) -> int:
     else:
         model = build_model(args)
         if args.checkpoint is None:
-            folder = f"{run_name(args)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+            folder = f"{run_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
             args.checkpoint = RUNS / folder / "model.pt"
-    paths = paths_for(args.checkpoint)
+    paths = paths_for(args.checkpoint.resolve())  # printed in full: runs/ is relative to where you start
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
-    optimizer = SharedAdam(model.parameters(), lr=learning_rate(args, start["steps"]))
+    optimizer = SharedAdam(model.parameters())
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
@@ -1098,13 +1056,15 @@ def train(args: argparse.Namespace) -> int:
     finally:
         run.log.close()
         save_checkpoint(paths["last"], model, optimizer, run)
-    if not paths["best"].exists():  # stopped before the first validation
-        save_checkpoint(paths["best"], model, None, run)
     plot_curve(paths["csv"], paths["png"], f"A3C on {args.env_id}")
     if failure is not None:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
-              f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
+              f"(--resume continues from them)", file=sys.stderr)
         return 1
+    if not paths["best"].exists():  # no validation yet: nothing has earned the name "best"
+        print(f"stopped after {run.steps} agent steps, before the first validation (--eval-every): no best "
+              f"weights. --train --resume --checkpoint {paths['best']} continues the run.")
+        return 0
     print(f"best validation {run.best_eval:.0f} after {run.steps} agent steps, {run.seconds / 60:.1f} min. "
           f"Best weights: {paths['best']}  curve: {paths['png']}")
     return 0
@@ -1114,8 +1074,7 @@ def train(args: argparse.Namespace) -> int:
 def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
     """Around every worker's loop: one core, its own seed, and a failure reported to the parent."""
     torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
-    if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
-        stop_on_signal(in_worker=True)
+    stop_on_signal(in_worker=True)
     try:
         torch.manual_seed(seed)
         target(rank, seed, args, shared)
@@ -1129,7 +1088,7 @@ def check_alive(workers: list, errors) -> None:
     waiting forever): raise TrainingFailed with its traceback."""
     dead = [w for w in workers if not w.is_alive()]
     if dead:
-        exitcode = getattr(dead[0], "exitcode", None)  # (threads have none)
+        exitcode = getattr(dead[0], "exitcode", None)
         raise TrainingFailed(errors.get() if not errors.empty() else
                              f"a worker died with exit code {exitcode} (killed for memory?)")
 
@@ -1139,7 +1098,7 @@ def stop_workers(workers: list, stop) -> None:
     stop.set()
     for w in workers:
         w.join(timeout=10)
-        if hasattr(w, "terminate") and w.is_alive():  # a process stuck in a step; threads cannot be
+        if hasattr(w, "terminate") and w.is_alive():  # a worker process stuck in a step
             w.terminate()
 
 
@@ -1165,15 +1124,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train:
             return train(args)
-        path = args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args)}.pt"
+        path = (args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args.env_id)}.pt").resolve()
         model, checkpoint = load(path, args.env_id)
-        print(f"loaded {path} (trained {checkpoint['steps']} steps)")
-        for name in ("actions", "action_repeat"):  # the env as the checkpoint was trained in
-            setattr(args, name, checkpoint["args"].get(name, getattr(args, name)))
+        args.actions, args.action_repeat = checkpoint["args"]["actions"], checkpoint["args"]["action_repeat"]
+        print(f"loaded {path}: the weights of agent step {checkpoint['steps']:,}, {args.actions} actions")
         if args.eval:
             returns = evaluate(model, args, args.episodes, args.seed, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
+            args.video = args.video or RUNS.resolve() / "videos" / f"{path.parent.name}_{path.stem}.gif"
             play(model, args)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)

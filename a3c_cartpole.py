@@ -2,7 +2,7 @@
 
     python a3c_cartpole.py --train              # train until solved (a few seconds), save, plot
     python a3c_cartpole.py --play               # watch the greedy agent (a GIF when headless)
-    python a3c_cartpole.py --eval --episodes 100    # held-out episodes (seeds from 1,000,000)
+    python a3c_cartpole.py --eval               # 30 held-out episodes (seeds from 1,000,000)
     python a3c_cartpole.py --train --mode batch # the other modes: processes, threads, batch, ga3c
 
 A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783): several workers, each with its own
@@ -30,8 +30,8 @@ Modes (--mode):
 `--train` stops once solved: a validation (--eval-episodes greedy episodes every --eval-every
 steps) with a mean of --solve-score (500, the maximum); those weights are the checkpoint.
 
-Seeds: training envs start below 500,000 (new ones after every --resume), validations play seeds
-from 500,000, --eval and --play from 1,000,000, which no training run sees.
+Seeds: training envs start below 500,000 (new ones after every --resume), every validation plays
+the same seeds from 500,000, --eval and --play from 1,000,000, which no training run sees.
 """
 from __future__ import annotations
 
@@ -95,6 +95,7 @@ SETTINGS = {
     "solve_score": (500.0, "stop once a validation's mean return reaches this"),
 }
 ARCHITECTURE = ("hidden",)  # settings a resumed run cannot change: its weights are made for them
+BEFORE_SETTINGS_EXISTED = {}  # what a checkpoint saved before a setting existed was made with
 
 
 # --------------------------------------------------------------------------- the network
@@ -156,9 +157,8 @@ def entropy_weight(args: argparse.Namespace, steps: int) -> float:
 
     Why it may fall: the policy gradient is as large as the advantages, and they shrink once the
     critic predicts the returns well; a bonus of fixed weight then wins, and the policy drifts
-    back towards random (a long CarRacing run did: benchmarks/carracing_results.md). Adam scales
-    each step to the gradient's size, so a falling learning rate alone does not change which term
-    wins; a falling weight does."""
+    back towards random. Adam scales each step to the gradient's size, so a falling learning rate
+    alone does not change which term wins; a falling weight does."""
     return args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
 
 
@@ -168,11 +168,12 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> No
     envs = make_vector_env(args, args.envs_per_worker, training=True)
     rollouts = Rollouts(envs, seed=seed)
     local_model = build_model(args)
-    while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):  # (parent gone: leave)
+    while not shared.stop.is_set() and os.getppid() == shared.parent_pid:  # (parent gone: leave)
         local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
         rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=shared.global_steps.value)  # 3. and 4.
-        grad_norm = update_shared_model(loss, local_model, shared, args)  # 5.
+        steps = shared.global_steps.value  # sets the entropy weight and the learning rate (see schedule)
+        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=steps)  # 3. and 4.
+        grad_norm = update_shared_model(loss, local_model, shared, args, steps)  # 5.
         report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
     envs.close()
 
@@ -187,7 +188,7 @@ class Shared(NamedTuple):
     episode_returns: Any = None  # a queue of the raw returns of finished episodes, for the log
     loss_sums: Any = None  # running sums of the loss terms, for the log (see add_to)
     errors: Any = None  # a queue for a failed worker's traceback
-    parent_pid: int | None = None  # a worker process leaves when its parent is gone; None for threads
+    parent_pid: int = 0  # a worker process leaves when its parent is gone (threads: the process's parent)
     update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
     rollout_queue: Any = None  # GA3C: actors queue their rollouts for the trainer
 
@@ -238,9 +239,10 @@ def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.nd
     return actions
 
 
-def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
+def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args, steps: int) -> float:
     """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
-    shared optimizer (a single learner's local copy is the shared model); returns the norm before clipping."""
+    shared optimizer at the learning rate of `steps` (a single learner's local copy is the shared
+    model); returns the norm before clipping."""
     local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
@@ -248,7 +250,7 @@ def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shar
         raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
     with shared.update_lock:  # Hogwild: processes apply their updates without a lock
         hand_over_gradients(local_model, shared.model)
-        shared.optimizer.step()  # updates the shared weights and the shared Adam moments
+        shared.optimizer.step(learning_rate(args, steps))  # the shared weights and the shared Adam moments
     return grad_norm
 
 
@@ -265,24 +267,24 @@ def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None
 
 class SharedAdam:
     """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory: the
-    step count t, the moments m and v and the learning rate are shared by all workers, like the
-    weights (an optimizer made inside each worker would silently give each its own moments).
-    Written out: the maths fits in a few lines, and torch.optim's first use costs a second."""
+    step count t and the moments m and v are shared by all workers, like the weights (an
+    optimizer made inside each worker would silently give each its own moments). The caller
+    passes each step's learning rate. Written out: the maths fits in a few lines, and
+    torch.optim's first use costs a second."""
 
-    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
         self.betas, self.eps = betas, eps
-        self.lr = torch.tensor(lr, dtype=torch.float64).share_memory_()
         self.t = torch.zeros((), dtype=torch.int64).share_memory_()
         self.m = [torch.zeros_like(p).share_memory_() for p in self.params]  # first moments
         self.v = [torch.zeros_like(p).share_memory_() for p in self.params]  # second moments
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, lr: float) -> None:
         beta1, beta2 = self.betas
         self.t += 1
         t = int(self.t)
-        step_size = float(self.lr) * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
+        step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
         for p, m, v in zip(self.params, self.m, self.v):
             m.mul_(beta1).add_(p.grad, alpha=1 - beta1)               # m <- b1 m + (1 - b1) g
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
@@ -327,7 +329,7 @@ def train_processes(args, model, optimizer, run, use_threads: bool = False) -> N
         Worker, shared = threading.Thread, Shared(
             model, optimizer, global_steps=mp.Value("q", run.steps), stop=threading.Event(),
             episode_returns=queue.Queue(), loss_sums=run.log.loss_sums, errors=queue.Queue(),
-            update_lock=threading.Lock())
+            parent_pid=os.getppid(), update_lock=threading.Lock())  # a thread's parent is the process's
     else:
         # fork starts workers without importing torch again; macOS and Windows use their default, spawn
         ctx = mp.get_context("fork" if sys.platform == "linux" else None)
@@ -362,7 +364,7 @@ def train_batch(args, model, optimizer, run) -> None:
         while True:
             rollout, finished = rollouts.collect(model, args)
             loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
-            grad_norm = update_shared_model(loss, model, shared, args)
+            grad_norm = update_shared_model(loss, model, shared, args, run.steps)
             add_to(run.log.loss_sums, [*terms, grad_norm])
             for episode_return in finished:
                 run.episode(episode_return)
@@ -375,7 +377,7 @@ def train_batch(args, model, optimizer, run) -> None:
 def ga3c_actor(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
     """GA3C actor: act with the trainer's weights, queue whole rollouts; it never learns itself."""
     rollouts = Rollouts(make_vector_env(args, args.envs_per_worker, training=True), seed=seed)
-    while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):
+    while not shared.stop.is_set() and os.getppid() == shared.parent_pid:
         rollout, finished = rollouts.collect(shared.model, args)  # the trainer's weights, read directly
         for episode_return in finished:
             shared.episode_returns.put(episode_return)
@@ -410,7 +412,7 @@ def train_ga3c(args, model, optimizer, run) -> None:
             # rollouts side by side: arrays [T, batch * N], as one vector env would give
             rollout = {k: np.concatenate([r[k] for r in batch], axis=1) for k in batch[0]}
             loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
-            grad_norm = update_shared_model(loss, model, shared, args)
+            grad_norm = update_shared_model(loss, model, shared, args, run.steps)
             add_to(run.log.loss_sums, [*terms, grad_norm])
             while not shared.episode_returns.empty():
                 run.episode(shared.episode_returns.get())
@@ -423,7 +425,7 @@ def train_ga3c(args, model, optimizer, run) -> None:
 
 # --------------------------------------------------------------------------- the environment
 def make_env(args: argparse.Namespace, render_mode: str | None = None) -> gym.Env:
-    return gym.make(ENV_ID, render_mode=render_mode)
+    return gym.make(args.env_id, render_mode=render_mode)
 
 
 def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.VectorEnv:
@@ -442,14 +444,15 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
 # --------------------------------------------------------------------------- evaluation and play
 def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
-    """Greedy (argmax) returns of `episodes` full episodes, seeds seed, seed+1, ..., side by side in
-    a vector env so that each step is one batched forward pass."""
+    """Returns of `episodes` full episodes (actions: see test_actions), seeds seed, seed+1, ..., side
+    by side in a vector env so that each step is one batched forward pass."""
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
+    rng = np.random.default_rng(seed)
     returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not finished.all():
         with torch.no_grad():
-            actions = model.actor(torch.as_tensor(obs)).argmax(-1).numpy()
+            actions = test_actions(model.actor(torch.as_tensor(obs)), args, rng)
         obs, rewards, terminated, truncated, _ = envs.step(actions)
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
@@ -460,23 +463,34 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     return returns.tolist()
 
 
+def test_actions(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
+    """The action of --eval, --play and the validations, one per env: the most likely one (--greedy,
+    the default here), or drawn from pi as in training (inverse CDF, by numpy's generator seeded by
+    the first episode's seed, so a result repeats)."""
+    if args.greedy:
+        return logits.argmax(-1).numpy()
+    cumulative = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
+    return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] < cumulative).argmax(-1)
+
+
 def play(model: ActorCritic, args: argparse.Namespace) -> None:
-    """Greedy episodes in a window, or, without a display, recorded to a GIF."""
+    """Episodes in a window, or, without a display, recorded to a GIF. Episode k plays as
+    `--eval --episodes 1 --seed SEED+k` does: the same seed and the same action draws."""
     headless = not has_display()
     env = make_env(args, render_mode="rgb_array" if headless else "human")
     frames = []
     for episode in range(args.episodes):
         obs, _ = env.reset(seed=args.seed + episode)
-        done, episode_return = False, 0.0
+        rng, done, episode_return = np.random.default_rng(args.seed + episode), False, 0.0
         while not done:
             if headless:
                 frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
             with torch.no_grad():
-                action = model.actor(torch.as_tensor(obs)).argmax().item()
+                action = test_actions(model.actor(torch.as_tensor(obs).unsqueeze(0)), args, rng)[0]
             obs, reward, terminated, truncated, _ = env.step(action)
             episode_return += reward
             done = terminated or truncated
-        print(f"episode {episode + 1}: return {episode_return:.1f}")
+        print(f"episode {episode + 1} (seed {args.seed + episode}): return {episode_return:.1f}")
     env.close()
     if headless:
         save_gif(frames[::2], args.video, milliseconds=40)  # every other frame, at 25 fps
@@ -495,7 +509,7 @@ def save_gif(frames: list, path: Path, milliseconds: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
-    print(f"no display found: wrote {path}")
+    print(f"no display found: wrote {path.resolve()}")
 
 
 # --------------------------------------------------------------------------- the training log
@@ -513,8 +527,9 @@ class TrainingLog:
         if new_file:
             self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
                                *LOSS_TERMS, "updates_per_s"])
-        self.bar = tqdm(total=args.max_steps, initial=steps, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, smoothing=0.05)
+        # a run that stops when solved has no known end: no total, so no misleading time left
+        self.bar = tqdm(total=args.max_steps if math.isinf(args.solve_score) else None, initial=steps,
+                        unit="step", dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
 
     def episode(self, steps: int, seconds: float, episode_return: float) -> None:
         self.recent = (self.recent + [episode_return])[-20:]
@@ -539,8 +554,9 @@ class TrainingLog:
             self.row_started = now
             self.csv_file.flush()  # a long run's CSV can be read while it trains
         self.bar.update(steps - self.bar.n)
-        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}", eval=f"{best_eval:.0f}",
-                             ent=f"{self.entropy:.2f}", refresh=False)
+        self.bar.set_postfix(ret=f"{np.mean(self.recent):.0f}" if self.recent else "-",  # "-": none yet
+                             eval=f"{best_eval:.0f}" if math.isfinite(best_eval) else "-",
+                             ent="-" if math.isnan(self.entropy) else f"{self.entropy:.2f}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()
@@ -559,7 +575,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
         "env_id": run.args.env_id, "model": model.state_dict(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
         "steps": run.steps, "episodes": run.episodes, "seconds": run.seconds,
-        "best_eval": run.best_eval, "evals_done": run.evals_done,
+        "best_eval": run.best_eval,
     }
     if optimizer is not None:
         checkpoint["optimizer"] = optimizer.state_dict()
@@ -585,7 +601,9 @@ def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if env_id is not None and checkpoint.get("env_id") != env_id:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
-    model = build_model(argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]}))
+    defaults = vars(build_parser().parse_args(["--train"]))
+    checkpoint["args"] = {**defaults, **BEFORE_SETTINGS_EXISTED, **checkpoint["args"]}  # (older files lack some)
+    model = build_model(argparse.Namespace(**checkpoint["args"]))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -593,20 +611,25 @@ def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
     return model, checkpoint
 
 
-def run_name(args: argparse.Namespace) -> str:
-    """Run folders and shipped weights are named after the environment."""
-    return "cartpole"
+def run_name(env_id: str) -> str:
+    """Run folders and shipped weights are named after the environment: CartPole-v1 -> cartpole."""
+    return env_id.split("-")[0].lower()
 
 
-def newest_run(args: argparse.Namespace) -> Path | None:
-    """The best checkpoint of the newest run under runs/, if there is one."""
-    trained = sorted(RUNS.glob(f"{run_name(args)}_*/model.pt"), key=lambda p: p.stat().st_mtime)
-    return trained[-1] if trained else None
+def newest_run(args: argparse.Namespace, validated: bool = True) -> Path | None:
+    """model.pt of the newest run under runs/ (validated: the newest that has best weights; a run
+    stopped before its first validation has only model_last.pt, which --resume continues)."""
+    for last in sorted(RUNS.glob(f"{run_name(args.env_id)}_*/model_last.pt"), key=lambda p: p.stat().st_mtime)[::-1]:
+        if not validated or last.with_name("model.pt").exists():
+            return last.with_name("model.pt").resolve()
+        print(f"skipping {last.parent.resolve()}: no validation yet, so no best weights")
+    return None
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt (weights only), model_last.pt (to
-    --resume from), model.csv, model.png, and model_videos/ for GIFs the run draws."""
+    """A run's files sit beside its best checkpoint: model.pt (weights only, written by a
+    validation), model_last.pt (to --resume from), model.csv, model.png (and CarRacing's
+    validation GIFs in model_videos/)."""
     stem = checkpoint.with_suffix("")
     return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
             "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
@@ -614,7 +637,8 @@ def paths_for(checkpoint: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- the plot
 def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
-    """Returns against agent steps and wall time (top); the loss terms and updates/s (bottom)."""
+    """Six panels against agent steps: the raw returns (training episodes and validations) and the
+    diagnostics the CSV logs (see the README's "Reading the diagnostics")."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -623,40 +647,29 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
         rows = list(csv.DictReader(f))
 
     def series(name):
-        return [(int(r["step"]), float(r["wall_seconds"]), float(r[name])) for r in rows if r.get(name)]
+        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+        return [p[0] for p in points], [p[1] for p in points]
 
-    train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, column, label, scale in ((axes[0, 0], 0, "agent steps", 1), (axes[0, 1], 1, "wall time (minutes)", 1 / 60)):
-        if train:
-            ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
-                    label="training episodes (raw return)")
-        if evals:
-            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="validation mean")
-        ax.set_xlabel(label)
-        ax.set_ylabel("raw episode return")
-        ax.grid(alpha=0.3)
+    axes[0, 0].plot(*series("train_return"), ".", ms=2, alpha=0.4, label="training episodes")
+    axes[0, 0].plot(*series("eval_mean"), "o-", label="validation mean")
     axes[0, 0].legend(loc="upper left", fontsize=8)
-    panels = [(axes[0, 2], "updates_per_s", "updates / s"), (axes[1, 0], "policy_loss", "policy loss"),
-              (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
-    for ax, name, label in panels:
-        points = series(name)
-        ax.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1)
-        ax.set_xlabel("agent steps")
+    panels = [("train_return", "raw episode return"), ("entropy", "entropy (nats)"),
+              ("advantage_std", "advantage std (before any normalising)"), ("policy_loss", "policy loss"),
+              ("value_loss", "value loss (log scale)"), ("grad_norm", "gradient norm before clipping")]
+    for ax, (name, label) in zip(axes.flat, panels):
+        if name != "train_return":
+            ax.plot(*series(name), "-", lw=1)
+        if not ax.lines:  # a CSV from before the column existed
+            ax.text(0.5, 0.5, "not in this CSV", ha="center", transform=ax.transAxes)
         ax.set_title(label, fontsize=10)
+        ax.set_xlabel("agent steps")
         ax.grid(alpha=0.3)
-    if series("value_loss"):
+    if series("value_loss")[0]:
         axes[1, 1].set_yscale("log")
-    # second axes: the gradient norm before clipping shares the throughput panel; the advantages'
-    # std (the policy gradient's scale, which the entropy bonus pulls against) the policy loss's
-    for ax, name, label in ((axes[0, 2], "grad_norm", "gradient norm before clipping"),
-                            (axes[1, 0], "advantage_std", "advantage std (before normalising)")):
-        points, twin = series(name), ax.twinx()
-        twin.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1, color="tab:red")
-        twin.set_ylabel(label, color="tab:red", fontsize=9)
     fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
-    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.45, hspace=0.35)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
@@ -665,12 +678,13 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=f"A3C on {ENV_ID}: train, play, evaluate. Every flag's default is in brackets.",
-        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help")
-    what = parser.add_mutually_exclusive_group(required=True)
+        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
+        epilog="runs/ is made in the folder you start from; pretrained/ is the folder beside the script.")
+    what = parser.add_mutually_exclusive_group()  # one is required: parse_args says so, after any unknown flag
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
-                      help="show the greedy agent in a window; writes a GIF when there is no display")
-    what.add_argument("--eval", action="store_true", help="greedy episodes; print each return and mean/std")
+                      help="show the agent in a window; writes a GIF when there is no display")
+    what.add_argument("--eval", action="store_true", help="held-out episodes; print each return and mean/std")
     parser.set_defaults(env_id=ENV_ID)  # one environment here (a3c_kungfu.py takes --env-id)
     parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
                         "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
@@ -683,9 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int,
                         help="--train: seeds python, numpy, torch and the training envs [0]; "
                              "--eval/--play: the first episode's seed [1000000, never trained on]")
-    parser.add_argument("--episodes", type=int, help="--eval: episodes [100]; --play: episodes [1]")
+    parser.add_argument("--episodes", type=int, help="--eval: episodes [30]; --play: episodes [1]")
+    parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True,
+                        help="--eval, --play and the validations: take the most likely action, or (--no-greedy) "
+                             "draw it from the policy as training does [%(default)s]")
     parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
-                                                   "[runs/videos/NAME.gif]")
+                                                   "[runs/videos/FOLDER_FILE.gif, after the checkpoint]")
     settings = parser.add_argument_group("settings (see SETTINGS at the top of the script)")
     for name, (default, meaning, *choices) in SETTINGS.items():
         kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
@@ -697,10 +714,12 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not (args.train or args.play or args.eval):
+        parser.error("one of --train, --play or --eval is required")
     if args.resume:
         if not args.train:
             parser.error("--resume goes with --train")
-        run = args.checkpoint or newest_run(args)  # never the shipped checkpoint, unless named
+        run = args.checkpoint or newest_run(args, validated=False)  # never the shipped checkpoint, unless named
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
@@ -720,11 +739,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seed is None:
         args.seed = 0 if args.train else TEST_SEED
     if args.episodes is None:
-        args.episodes = 1 if args.play else 100
-    args.video = args.video or RUNS / "videos" / f"{run_name(args)}.gif"
+        args.episodes = 1 if args.play else 30
     for name, (default, *_) in SETTINGS.items():
         if type(default) is int and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.train and args.mode != "batch" and args.workers > CORES:
+        print(f"warning: --workers {args.workers} on {CORES} cores: the extra workers only add switching",
+              file=sys.stderr)
     if args.episodes < 1 or args.eval_episodes > 100_000 or args.seed < 0:
         parser.error("--episodes must be at least 1, --seed at least 0 and --eval-episodes at most 100000")
     if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
@@ -741,12 +762,13 @@ class TrainingFailed(Exception):
 
 class Run:
     """The parent's side of training: the counters a checkpoint keeps, and the periodic duties that
-    tick() runs in order, as nanoGPT's loop reads: learning rate, validation, log, stop."""
+    tick() runs in order, as nanoGPT's loop reads: validation, log, stop. (The learning rate and
+    the entropy weight follow the step count where each update is made: see schedule.)"""
 
     def __init__(self, args, paths, model, optimizer, start: dict):
         self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
         self.steps, self.episodes, self.seconds_before = start["steps"], start["episodes"], start["seconds"]
-        self.best_eval, self.evals_done, self.solved = start["best_eval"], start["evals_done"], False
+        self.best_eval, self.solved = start["best_eval"], False
         self.started, self.next_eval = time.time(), self.steps + args.eval_every
         self.log = TrainingLog(args, paths["csv"], self.steps)
 
@@ -762,20 +784,18 @@ class Run:
     def tick(self, steps: int) -> bool:
         """Training has reached `steps`: the duties, in order. True when training should stop."""
         self.steps = steps
-        self.optimizer.lr.fill_(learning_rate(self.args, steps))  # 1. nothing else sets the learning rate
-        if steps >= self.next_eval:  # 2. validate; keep the best weights and a resume point
+        if steps >= self.next_eval:  # 1. validate; keep the best weights and a resume point
             self.next_eval += self.args.eval_every
             self.validate()
-        self.log.progress(steps, self.seconds, self.best_eval)  # 3. the bar and the loss rows
-        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 4. stop?
+        self.log.progress(steps, self.seconds, self.best_eval)  # 2. the bar and the loss rows
+        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 3. stop?
 
     def validate(self) -> None:
-        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored)."""
+        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored),
+        on the same seeds every time: only the same episodes show whether the agent improved."""
         eval_model = build_model(self.args)
         eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
-        seed = validation_seed(self.evals_done, self.args.eval_episodes)
-        returns = evaluate(eval_model, self.args, self.args.eval_episodes, seed)
-        self.evals_done += 1
+        returns = evaluate(eval_model, self.args, self.args.eval_episodes, VALIDATION_SEED)
         self.log.validation(self.steps, self.seconds, returns)
         if np.mean(returns) >= self.best_eval:
             self.best_eval = float(np.mean(returns))
@@ -785,7 +805,7 @@ class Run:
 
 
 def train(args: argparse.Namespace) -> int:
-    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
+    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf}
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
@@ -800,11 +820,11 @@ def train(args: argparse.Namespace) -> int:
     else:
         model = build_model(args)
         if args.checkpoint is None:
-            folder = f"{run_name(args)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+            folder = f"{run_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
             args.checkpoint = RUNS / folder / "model.pt"
-    paths = paths_for(args.checkpoint)
+    paths = paths_for(args.checkpoint.resolve())  # printed in full: runs/ is relative to where you start
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
-    optimizer = SharedAdam(model.parameters(), lr=learning_rate(args, start["steps"]))
+    optimizer = SharedAdam(model.parameters())
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
@@ -822,13 +842,15 @@ def train(args: argparse.Namespace) -> int:
     finally:
         run.log.close()
         save_checkpoint(paths["last"], model, optimizer, run)
-    if not paths["best"].exists():  # stopped before the first validation
-        save_checkpoint(paths["best"], model, None, run)
     plot_curve(paths["csv"], paths["png"], f"A3C on {args.env_id}")
     if failure is not None:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
-              f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
+              f"(--resume continues from them)", file=sys.stderr)
         return 1
+    if not paths["best"].exists():  # no validation yet: nothing has earned the name "best"
+        print(f"stopped after {run.steps} agent steps, before the first validation (--eval-every): no best "
+              f"weights. --train --resume --checkpoint {paths['best']} continues the run.")
+        return 0
     print(f"{'solved' if run.solved else 'not solved'}: best validation {run.best_eval:.1f} after {run.steps} "
           f"agent steps, {run.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
     return 0
@@ -838,7 +860,7 @@ def train(args: argparse.Namespace) -> int:
 def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
     """Around every worker's loop: one core, its own seed, and a failure reported to the parent."""
     torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
-    if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
+    if threading.current_thread() is threading.main_thread():  # a process (threads share its signals)
         stop_on_signal(in_worker=True)
     try:
         torch.manual_seed(seed)
@@ -853,7 +875,7 @@ def check_alive(workers: list, errors) -> None:
     waiting forever): raise TrainingFailed with its traceback."""
     dead = [w for w in workers if not w.is_alive()]
     if dead:
-        exitcode = getattr(dead[0], "exitcode", None)  # (threads have none)
+        exitcode = getattr(dead[0], "exitcode", None)
         raise TrainingFailed(errors.get() if not errors.empty() else
                              f"a worker died with exit code {exitcode} (killed for memory?)")
 
@@ -863,19 +885,13 @@ def stop_workers(workers: list, stop) -> None:
     stop.set()
     for w in workers:
         w.join(timeout=10)
-        if hasattr(w, "terminate") and w.is_alive():  # a process stuck in a step; threads cannot be
+        if hasattr(w, "terminate") and w.is_alive():  # a worker process stuck in a step
             w.terminate()
 
 
 def training_seed(seed: int, rank: int, steps: int) -> int:
     """The first seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
     return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
-
-
-def validation_seed(evals_done: int, episodes: int) -> int:
-    """The first seed of a validation: fresh seeds each time, all of them between
-    VALIDATION_SEED and TEST_SEED (--eval-episodes is at most 100,000)."""
-    return VALIDATION_SEED + (episodes * evals_done) % (TEST_SEED - VALIDATION_SEED - 100_000)
 
 
 def stop_on_signal(in_worker: bool = False) -> None:
@@ -895,13 +911,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train:
             return train(args)
-        path = args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args)}.pt"
+        path = (args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args.env_id)}.pt").resolve()
         model, checkpoint = load(path, args.env_id)
-        print(f"loaded {path} (trained {checkpoint['steps']} steps)")
+        print(f"loaded {path}: the weights of agent step {checkpoint['steps']:,}")
         if args.eval:
             returns = evaluate(model, args, args.episodes, args.seed, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
+            args.video = args.video or RUNS.resolve() / "videos" / f"{path.parent.name}_{path.stem}.gif"
             play(model, args)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)

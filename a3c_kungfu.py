@@ -1,13 +1,13 @@
 """A3C (Asynchronous Advantage Actor-Critic) on Atari from pixels: KungFuMaster, or any ALE game.
 
     python a3c_kungfu.py --train                # train (10M agent steps; resumable with --resume)
-    python a3c_kungfu.py --play                 # watch the agent (a GIF when headless)
-    python a3c_kungfu.py --eval --episodes 30   # held-out games (seeds from 1,000,000)
+    python a3c_kungfu.py --play                 # watch the agent (GIFs of the game and of its input when headless)
+    python a3c_kungfu.py --eval                 # 30 held-out games (seeds from 1,000,000)
     python a3c_kungfu.py --train --env-id ALE/Pong-v5    # another game, the same settings
     python a3c_kungfu.py --train --mode batch   # the other mode: processes, batch
 
-This script has the shape and names of a3c_cartpole.py; only the environment, the
-preprocessing and the network differ. A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783):
+This script has the shape and names of a3c_cartpole.py; what differs is the environment and
+its preprocessing, the network with its optional LSTM, and the modes it keeps. A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783):
 several workers, each with its own environments and a local copy of one shared actor-critic
 network. A worker repeats:
 
@@ -23,7 +23,8 @@ network. A worker repeats:
 
 Atari specifics: the modern ALE protocol (Machado et al. 2018), in training and every evaluation:
 sticky actions (the previous action repeats with probability 0.25), frame skip 4, the game's
-minimal action set, full games up to 108,000 frames, 4 stacked 42x42 grayscale frames. Training
+minimal action set, full games up to 108,000 frames, 4 stacked 42x42 grayscale frames (--frame:
+ale-py's 42x42 resize, or 84x84 max-pooled to 42x42, which keeps a small ball bright). Training
 sees clipped rewards sign(r) and treats a lost life as the end of the value's horizon; every
 score printed, logged or plotted is the raw score of full games. --env-id takes any ALE v5 game,
 with one set of defaults for all (benchmarks/atari_recipes.md: short runs on KungFuMaster and Pong).
@@ -32,9 +33,9 @@ The network: three convolutions, a fully connected layer and, with --core lstm, 
 paper's best Atari agent). Each worker steps a small batch of games with batched forward passes:
 on 2 cores that, not more workers, is what makes A3C pay. Hogwild is not bit-reproducible.
 
-Seeds: training games start from seeds below 500,000 (new ones after every --resume); the
-validations during training play seeds from 500,000; --eval and --play default to seeds from
-1,000,000, which no training run sees.
+Seeds: training games start from seeds below 500,000 (new ones after every --resume); every
+validation during training plays the same games, seeds from 500,000; --eval and --play default
+to seeds from 1,000,000, which no training run sees.
 
 Modes (--mode):
     processes  real A3C: worker processes update a model in shared memory (the default)
@@ -51,7 +52,6 @@ import signal
 import sys
 import time
 import traceback
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -72,7 +72,8 @@ ENV_ID = "ALE/KungFuMaster-v5"  # the default game; --env-id picks any ALE v5 ga
 PRETRAINED = Path(__file__).parent / "pretrained"
 RUNS = Path("runs")
 # the protocol, shared by training, evaluation and play
-STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_SIZE, FRAME_STACK = 0.25, 4, 108_000, 42, 4
+STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_STACK = 0.25, 4, 108_000, 4
+SCREEN_SIZE = {"area42": 42, "pool84": 84}  # what ale-py hands over, per --frame; the network sees 42x42
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm")  # logged, averaged per CSV row
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -96,18 +97,18 @@ SETTINGS = {
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (0.5, "clip each update's gradient norm to this"),
     "normalize_advantages": (True, "scale each update's advantages to mean 0 and std 1"),
-    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
+    "frame": ("area42", "the frames the network sees: ale-py's 42x42 area resize, or 84x84 max-pooled 2x2 "
+                        "to 42x42 by the network", tuple(SCREEN_SIZE)),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
-    "init": ("orthogonal", "first weights: orthogonal (0.01 gain on the policy head) or torch's defaults",
-             ("torch", "orthogonal")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (math.inf, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (1_000_000, "validation every this many agent steps"),
     "eval_episodes": (8, "games per validation"),
     "solve_score": (math.inf, "stop once a validation's mean score reaches this"),
 }
-ARCHITECTURE = ("env_id", "hidden", "core")  # settings a resumed run cannot change: its weights are made for them
+ARCHITECTURE = ("env_id", "hidden", "core", "frame")  # settings a resumed run cannot change: its weights are made for them
+BEFORE_SETTINGS_EXISTED = {"frame": "area42"}  # what a checkpoint saved before a setting existed was made with
 
 
 # --------------------------------------------------------------------------- the network
@@ -117,8 +118,9 @@ class ActorCritic(nn.Module):
     the LSTM's h and c side by side, or empty ([N, 0]) for the feed-forward core. The loss runs
     the convolutions once over a rollout (encode) and steps only the core through time (unroll)."""
 
-    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str, init: str):
+    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str, frame: str):
         super().__init__()
+        self.pool = frame == "pool84"  # 84x84 frames, max-pooled 2x2: a 2-pixel ball keeps its brightness
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 16, 3, stride=2), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
@@ -128,15 +130,18 @@ class ActorCritic(nn.Module):
         self.policy = nn.Linear(hidden, n_actions)
         self.value = nn.Linear(hidden, 1)
         self.state_size = 2 * hidden if core == "lstm" else 0
-        if init == "orthogonal":  # as OpenAI baselines, CleanRL and SLM-Lab start
-            for layer in [*self.body, self.policy, self.value]:
-                if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                    gain = {self.policy: 0.01, self.value: 1.0}.get(layer, math.sqrt(2))  # sqrt 2 for ReLU
-                    nn.init.orthogonal_(layer.weight, gain)
-                    nn.init.zeros_(layer.bias)
+        for layer in [*self.body, self.policy, self.value]:  # orthogonal, as OpenAI baselines, CleanRL and SLM-Lab
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):  # start: a near-uniform first policy (gain 0.01)
+                gain = {self.policy: 0.01, self.value: 1.0}.get(layer, math.sqrt(2))  # sqrt 2 for ReLU
+                nn.init.orthogonal_(layer.weight, gain)
+                nn.init.zeros_(layer.bias)
+
+    def frames(self, obs: torch.Tensor) -> torch.Tensor:
+        """The uint8 frames [N, 4, 42, 42] the convolutions see (--play draws them)."""
+        return nn.functional.max_pool2d(obs, 2) if self.pool else obs
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(obs.float() / 255.0)
+        return self.body(self.frames(obs).float() / 255.0)
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.policy(features), self.value(features).squeeze(-1)
@@ -169,7 +174,7 @@ class ActorCritic(nn.Module):
 
 def build_model(args: argparse.Namespace) -> ActorCritic:
     env = make_env(args)  # the game's minimal action set is the policy's output
-    model = ActorCritic(FRAME_STACK, env.action_space.n, args.hidden, args.core, args.init)
+    model = ActorCritic(FRAME_STACK, env.action_space.n, args.hidden, args.core, args.frame)
     env.close()
     return model
 
@@ -190,11 +195,12 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     # cut by a time limit (its final frame is not in obs): there one more step from state_t gives it.
     next_values = np.empty((T, N), np.float32)
     next_values[:-1] = values[1:].detach().numpy()
-    own = truncated > 0
-    own[-1] = True
+    extra_step = truncated > 0
+    extra_step[-1] = True
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
-        output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[own])), states[torch.as_tensor(own)])
-        next_values[own] = model.heads(output)[1].numpy()
+        output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[extra_step])),
+                                    states[torch.as_tensor(extra_step)])
+        next_values[extra_step] = model.heads(output)[1].numpy()
     # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
     # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
@@ -223,9 +229,8 @@ def entropy_weight(args: argparse.Namespace, steps: int) -> float:
 
     Why it may fall: the policy gradient is as large as the advantages, and they shrink once the
     critic predicts the returns well; a bonus of fixed weight then wins, and the policy drifts
-    back towards random (a long CarRacing run did: benchmarks/carracing_results.md). Adam scales
-    each step to the gradient's size, so a falling learning rate alone does not change which term
-    wins; a falling weight does."""
+    back towards random. Adam scales each step to the gradient's size, so a falling learning rate
+    alone does not change which term wins; a falling weight does."""
     return args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
 
 
@@ -235,11 +240,12 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> No
     envs = make_vector_env(args, args.envs_per_worker, training=True)
     rollouts = Rollouts(envs, seed=seed)
     local_model = build_model(args)
-    while not shared.stop.is_set() and shared.parent_pid in (None, os.getppid()):  # (parent gone: leave)
+    while not shared.stop.is_set() and os.getppid() == shared.parent_pid:  # (parent gone: leave)
         local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
         rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=shared.global_steps.value)  # 3. and 4.
-        grad_norm = update_shared_model(loss, local_model, shared, args)  # 5.
+        steps = shared.global_steps.value  # sets the entropy weight and the learning rate (see schedule)
+        loss, terms = a3c_loss(local_model, **rollout, args=args, steps=steps)  # 3. and 4.
+        grad_norm = update_shared_model(loss, local_model, shared, args, steps)  # 5.
         report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
     envs.close()
 
@@ -254,8 +260,7 @@ class Shared(NamedTuple):
     episode_returns: Any = None  # a queue of the raw returns of finished episodes, for the log
     loss_sums: Any = None  # running sums of the loss terms, for the log (see add_to)
     errors: Any = None  # a queue for a failed worker's traceback
-    parent_pid: int | None = None  # a worker process leaves when its parent is gone; None for threads
-    update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
+    parent_pid: int = 0  # the trainer's pid: a worker process leaves when its parent is gone
 
 
 # what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each
@@ -268,7 +273,7 @@ class Rollouts:
     state across rollouts."""
 
     def __init__(self, envs: AtariVectorEnv, seed: int):
-        self.envs, self.rng = envs, np.random.default_rng(seed)
+        self.envs = envs
         self.obs, info = envs.reset(seed=seed)  # game i starts from seed + i, later games from its own RNG
         self.lives = info["lives"]
         self.state = None  # the core's state, made by the first collect()
@@ -285,7 +290,7 @@ class Rollouts:
             with torch.no_grad():
                 state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new game forgets
                 logits, _, self.state = model.step(torch.as_tensor(self.obs), state)
-            actions = act(logits, args.epsilon, self.rng)
+            actions = act(logits)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
             real_next_obs = np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs)
@@ -305,29 +310,23 @@ class Rollouts:
         return {**rollout, "state0": state0}, finished
 
 
-def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Sample a ~ pi(.|s); with probability epsilon take a uniform random action instead.
-
-    epsilon > 0 makes the update off-policy: the loss still treats each action as drawn from pi,
-    which biases the gradient a little. It is 0 by default; the entropy bonus explores instead."""
-    actions = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1).view(-1).numpy()
-    if epsilon > 0:
-        explore = rng.random(actions.shape) < epsilon
-        actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
-    return actions
+def act(logits: torch.Tensor) -> np.ndarray:
+    """Sample a ~ pi(.|s), one action per game: the policy explores by itself (and the entropy bonus
+    keeps it from committing too early)."""
+    return torch.multinomial(torch.softmax(logits, -1), 1).view(-1).numpy()
 
 
-def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args) -> float:
+def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args, steps: int) -> float:
     """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
-    shared optimizer (a single learner's local copy is the shared model); returns the norm before clipping."""
+    shared optimizer at the learning rate of `steps` (a single learner's local copy is the shared
+    model); returns the norm before clipping."""
     local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
     if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
         raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
-    with shared.update_lock:  # Hogwild: processes apply their updates without a lock
-        hand_over_gradients(local_model, shared.model)
-        shared.optimizer.step()  # updates the shared weights and the shared Adam moments
+    hand_over_gradients(local_model, shared.model)  # Hogwild: processes apply their updates without a lock
+    shared.optimizer.step(learning_rate(args, steps))  # the shared weights and the shared Adam moments
     return grad_norm
 
 
@@ -344,24 +343,24 @@ def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None
 
 class SharedAdam:
     """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory: the
-    step count t, the moments m and v and the learning rate are shared by all workers, like the
-    weights (an optimizer made inside each worker would silently give each its own moments).
-    Written out: the maths fits in a few lines, and torch.optim's first use costs a second."""
+    step count t and the moments m and v are shared by all workers, like the weights (an
+    optimizer made inside each worker would silently give each its own moments). The caller
+    passes each step's learning rate. Written out: the maths fits in a few lines, and
+    torch.optim's first use costs a second."""
 
-    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
         self.betas, self.eps = betas, eps
-        self.lr = torch.tensor(lr, dtype=torch.float64).share_memory_()
         self.t = torch.zeros((), dtype=torch.int64).share_memory_()
         self.m = [torch.zeros_like(p).share_memory_() for p in self.params]  # first moments
         self.v = [torch.zeros_like(p).share_memory_() for p in self.params]  # second moments
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, lr: float) -> None:
         beta1, beta2 = self.betas
         self.t += 1
         t = int(self.t)
-        step_size = float(self.lr) * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
+        step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)  # bias correction
         for p, m, v in zip(self.params, self.m, self.v):
             m.mul_(beta1).add_(p.grad, alpha=1 - beta1)               # m <- b1 m + (1 - b1) g
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
@@ -433,7 +432,7 @@ def train_batch(args, model, optimizer, run) -> None:
         while True:
             rollout, finished = rollouts.collect(model, args)
             loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
-            grad_norm = update_shared_model(loss, model, shared, args)
+            grad_norm = update_shared_model(loss, model, shared, args, run.steps)
             add_to(run.log.loss_sums, [*terms, grad_norm])
             for episode_return in finished:
                 run.episode(episode_return)
@@ -446,23 +445,24 @@ def train_batch(args, model, optimizer, run) -> None:
 # --------------------------------------------------------------------------- the environment
 def make_env(args: argparse.Namespace, render_mode: str | None = None) -> gym.Env:
     """One game for --play, preprocessed by Gymnasium's wrappers exactly as make_vector_env does it
-    in C++: max of the last two frames, 42x42 grayscale, 4 frames stacked (zeros before the first)."""
+    in C++: max of the last two frames, resized grayscale (see --frame), 4 frames stacked (zeros before the first)."""
     env = gym.make(args.env_id, frameskip=1, repeat_action_probability=STICKY_ACTIONS,
                    full_action_space=False, max_num_frames_per_episode=MAX_FRAMES, render_mode=render_mode)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=FRAME_SIZE,
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=SCREEN_SIZE[args.frame],
                                           grayscale_obs=True)
     return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
 
 
 def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> AtariVectorEnv:
     """num_envs games stepped by ale-py in C++ threads (one in a worker process, which has one
-    core; two elsewhere), observations [num_envs, 4, 42, 42] uint8. Training and evaluation play
+    core; two elsewhere), observations [num_envs, 4, size, size] uint8 (size: see --frame). Training and evaluation play
     the same protocol: clipping and lives are Rollouts' business."""
     return AtariVectorEnv(gym.spec(args.env_id).kwargs["game"], num_envs=num_envs,  # ALE/Pong-v5 -> pong
                           num_threads=1 if training and args.mode == "processes" else 2,
                           repeat_action_probability=STICKY_ACTIONS, frameskip=FRAME_SKIP,
                           max_num_frames_per_episode=MAX_FRAMES, full_action_space=False,
-                          img_height=FRAME_SIZE, img_width=FRAME_SIZE, grayscale=True, stack_num=FRAME_STACK,
+                          img_height=SCREEN_SIZE[args.frame], img_width=SCREEN_SIZE[args.frame], grayscale=True,
+                          stack_num=FRAME_STACK,
                           noop_max=0, use_fire_reset=False, reward_clipping=False,  # raw scores; we clip
                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -475,24 +475,22 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
 # --------------------------------------------------------------------------- evaluation and play
 def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
              verbose: bool = False) -> list[float]:
-    """Raw scores of `episodes` full games under the protocol, seeds seed, seed+1, ...
-
-    Actions are sampled from the policy, as in training, unless --greedy: the argmax policy of an
-    A3C agent can lock into a loop that the sampled one walks out of. The games run side by side
-    in one vector env, so each step is one batched forward pass."""
+    """Raw scores of `episodes` full games under the protocol, seeds seed, seed+1, ..., side by side
+    in one vector env, so that each step is one batched forward pass (actions: see test_actions)."""
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
-    state = model.initial_state(episodes)
-    generator = torch.Generator().manual_seed(seed)  # the sampled actions are seeded too
-    returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    state, rng = model.initial_state(episodes), np.random.default_rng(seed)
+    returns, finished, step, shown = np.zeros(episodes), np.zeros(episodes, dtype=bool), 0, time.time()
     while not finished.all():
         with torch.no_grad():
             logits, _, state = model.step(torch.as_tensor(obs), state)
-            probs = torch.softmax(logits, -1)
-        actions = probs.argmax(-1) if args.greedy else torch.multinomial(probs, 1, generator=generator).view(-1)
-        obs, rewards, terminated, truncated, _ = envs.step(actions.numpy())
+        obs, rewards, terminated, truncated, _ = envs.step(test_actions(logits, args, rng))
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
+        step += 1
+        if verbose and time.time() - shown > 5:  # full games take minutes: say how far they are
+            print(f"  agent step {step}: {finished.sum()} of {episodes} games over", flush=True)
+            shown = time.time()
     envs.close()
     if verbose:
         for i, ret in enumerate(returns):
@@ -500,31 +498,49 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     return returns.tolist()
 
 
+def test_actions(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
+    """The action of --eval, --play and the validations, one per game: drawn from pi as in training
+    (inverse CDF, by numpy's generator seeded by the first game's seed, so a score repeats), or
+    the most likely one with --greedy. The argmax policy of an A3C agent can lock into a loop that
+    the sampled one walks out of."""
+    if args.greedy:
+        return logits.argmax(-1).numpy()
+    cumulative = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
+    return (rng.random((len(cumulative), 1)) * cumulative[:, -1:] < cumulative).argmax(-1)
+
+
 def play(model: ActorCritic, args: argparse.Namespace) -> None:
-    """Games in a window, or, without a display, recorded to a GIF (the first --video-steps
-    agent steps of each game; the game itself plays to its end for the score)."""
+    """Games in a window, or, without a display, recorded to two GIFs: the game, and beside it what
+    the network receives (the 4 stacked 42x42 frames, scaled up). Game k draws its actions as
+    `--eval --episodes 1 --seed SEED+k` does, but its sticky actions come from another random stream
+    (Gymnasium's single env, not ale-py's vector env), so the two scores can differ."""
     headless = not has_display()
     env = make_env(args, render_mode="rgb_array" if headless else "human")
-    frames, generator = [], torch.Generator().manual_seed(args.seed)
+    frames, inputs = [], []
     for episode in range(args.episodes):
         obs, _ = env.reset(seed=args.seed + episode)
-        state = model.initial_state(1)
-        done, episode_return, step = False, 0.0, 0
+        state, rng = model.initial_state(1), np.random.default_rng(args.seed + episode)
+        done, episode_return, step, shown = False, 0.0, 0, time.time()
         while not done:
+            obs = torch.as_tensor(np.asarray(obs)).unsqueeze(0)
             if headless and step < args.video_steps and step % 2 == 0:  # every other step (of 15 a second)
                 frames.append(env.render())
-            step += 1
+                inputs.append(np.hstack(list(model.frames(obs)[0].numpy())).repeat(4, 0).repeat(4, 1))
             with torch.no_grad():
-                logits, _, state = model.step(torch.as_tensor(obs).unsqueeze(0), state)
-                probs = torch.softmax(logits, -1)
-            action = probs.argmax().item() if args.greedy else torch.multinomial(probs, 1, generator=generator).item()
-            obs, reward, terminated, truncated, _ = env.step(action)
+                logits, _, state = model.step(obs, state)
+            obs, reward, terminated, truncated, _ = env.step(test_actions(logits, args, rng)[0])
             episode_return += reward
             done = terminated or truncated
-        print(f"episode {episode + 1}: score {episode_return:.0f}")
+            step += 1
+            if time.time() - shown > 5:
+                print(f"  episode {episode + 1}: agent step {step}, score so far {episode_return:.0f}", flush=True)
+                shown = time.time()
+        print(f"episode {episode + 1} (seed {args.seed + episode}): score {episode_return:.0f}")
     env.close()
     if headless:
+        print(f"recorded the first {args.video_steps} agent steps of each game (--video-steps)")
         save_gif(frames, args.video, milliseconds=66)  # 2x speed
+        save_gif(inputs, args.video.with_name(f"{args.video.stem}_input.gif"), milliseconds=66)
 
 
 def has_display() -> bool:
@@ -540,7 +556,7 @@ def save_gif(frames: list, path: Path, milliseconds: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
-    print(f"no display found: wrote {path}")
+    print(f"no display found: wrote {path.resolve()}")
 
 
 # --------------------------------------------------------------------------- the training log
@@ -558,8 +574,9 @@ class TrainingLog:
         if new_file:
             self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
                                *LOSS_TERMS, "updates_per_s"])
-        self.bar = tqdm(total=args.max_steps, initial=steps, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, smoothing=0.05)
+        # a run that stops when solved has no known end: no total, so no misleading time left
+        self.bar = tqdm(total=args.max_steps if math.isinf(args.solve_score) else None, initial=steps,
+                        unit="step", dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
 
     def episode(self, steps: int, seconds: float, episode_return: float) -> None:
         self.recent = (self.recent + [episode_return])[-20:]
@@ -584,8 +601,9 @@ class TrainingLog:
             self.row_started = now
             self.csv_file.flush()  # a long run's CSV can be read while it trains
         self.bar.update(steps - self.bar.n)
-        self.bar.set_postfix(ret=f"{np.mean(self.recent) if self.recent else 0:.0f}", eval=f"{best_eval:.0f}",
-                             ent=f"{self.entropy:.2f}", refresh=False)
+        self.bar.set_postfix(ret=f"{np.mean(self.recent):.0f}" if self.recent else "-",  # "-": none yet
+                             eval=f"{best_eval:.0f}" if math.isfinite(best_eval) else "-",
+                             ent="-" if math.isnan(self.entropy) else f"{self.entropy:.2f}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()
@@ -604,7 +622,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, 
         "env_id": run.args.env_id, "model": model.state_dict(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
         "steps": run.steps, "episodes": run.episodes, "seconds": run.seconds,
-        "best_eval": run.best_eval, "evals_done": run.evals_done,
+        "best_eval": run.best_eval,
     }
     if optimizer is not None:
         checkpoint["optimizer"] = optimizer.state_dict()
@@ -630,7 +648,9 @@ def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
         raise CheckpointError(f"{path} is not a checkpoint of this script")
     if env_id is not None and checkpoint.get("env_id") != env_id:
         raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
-    model = build_model(argparse.Namespace(**{**vars(build_parser().parse_args(["--train"])), **checkpoint["args"]}))
+    defaults = vars(build_parser().parse_args(["--train"]))
+    checkpoint["args"] = {**defaults, **BEFORE_SETTINGS_EXISTED, **checkpoint["args"]}  # (older files lack some)
+    model = build_model(argparse.Namespace(**checkpoint["args"]))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -638,21 +658,26 @@ def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
     return model, checkpoint
 
 
-def run_name(args: argparse.Namespace) -> str:
+def run_name(env_id: str) -> str:
     """Run folders and shipped weights are named after the game: ALE/Pong-v5 -> pong (KungFuMaster: kungfu)."""
-    name = args.env_id.split("/")[-1].split("-")[0].lower()
+    name = env_id.split("/")[-1].split("-")[0].lower()
     return "kungfu" if name == "kungfumaster" else name
 
 
-def newest_run(args: argparse.Namespace) -> Path | None:
-    """The best checkpoint of the newest run under runs/, if there is one."""
-    trained = sorted(RUNS.glob(f"{run_name(args)}_*/model.pt"), key=lambda p: p.stat().st_mtime)
-    return trained[-1] if trained else None
+def newest_run(args: argparse.Namespace, validated: bool = True) -> Path | None:
+    """model.pt of the newest run under runs/ (validated: the newest that has best weights; a run
+    stopped before its first validation has only model_last.pt, which --resume continues)."""
+    for last in sorted(RUNS.glob(f"{run_name(args.env_id)}_*/model_last.pt"), key=lambda p: p.stat().st_mtime)[::-1]:
+        if not validated or last.with_name("model.pt").exists():
+            return last.with_name("model.pt").resolve()
+        print(f"skipping {last.parent.resolve()}: no validation yet, so no best weights")
+    return None
 
 
 def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt (weights only), model_last.pt (to
-    --resume from), model.csv, model.png, and model_videos/ for GIFs the run draws."""
+    """A run's files sit beside its best checkpoint: model.pt (weights only, written by a
+    validation), model_last.pt (to --resume from), model.csv, model.png (and CarRacing's
+    validation GIFs in model_videos/)."""
     stem = checkpoint.with_suffix("")
     return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
             "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
@@ -660,7 +685,8 @@ def paths_for(checkpoint: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- the plot
 def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
-    """Returns against agent steps and wall time (top); the loss terms and updates/s (bottom)."""
+    """Six panels against agent steps: the raw returns (training episodes and validations) and the
+    diagnostics the CSV logs (see the README's "Reading the diagnostics")."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -669,40 +695,29 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
         rows = list(csv.DictReader(f))
 
     def series(name):
-        return [(int(r["step"]), float(r["wall_seconds"]), float(r[name])) for r in rows if r.get(name)]
+        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
+        return [p[0] for p in points], [p[1] for p in points]
 
-    train, evals = series("train_return"), series("eval_mean")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, column, label, scale in ((axes[0, 0], 0, "agent steps", 1), (axes[0, 1], 1, "wall time (minutes)", 1 / 60)):
-        if train:
-            ax.plot([t[column] * scale for t in train], [t[2] for t in train], ".", ms=2, alpha=0.4,
-                    label="training episodes (raw return)")
-        if evals:
-            ax.plot([e[column] * scale for e in evals], [e[2] for e in evals], "o-", label="validation mean")
-        ax.set_xlabel(label)
-        ax.set_ylabel("raw episode return")
-        ax.grid(alpha=0.3)
+    axes[0, 0].plot(*series("train_return"), ".", ms=2, alpha=0.4, label="training episodes")
+    axes[0, 0].plot(*series("eval_mean"), "o-", label="validation mean")
     axes[0, 0].legend(loc="upper left", fontsize=8)
-    panels = [(axes[0, 2], "updates_per_s", "updates / s"), (axes[1, 0], "policy_loss", "policy loss"),
-              (axes[1, 1], "value_loss", "value loss (log scale)"), (axes[1, 2], "entropy", "entropy (nats)")]
-    for ax, name, label in panels:
-        points = series(name)
-        ax.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1)
-        ax.set_xlabel("agent steps")
+    panels = [("train_return", "raw episode return"), ("entropy", "entropy (nats)"),
+              ("advantage_std", "advantage std (before any normalising)"), ("policy_loss", "policy loss"),
+              ("value_loss", "value loss (log scale)"), ("grad_norm", "gradient norm before clipping")]
+    for ax, (name, label) in zip(axes.flat, panels):
+        if name != "train_return":
+            ax.plot(*series(name), "-", lw=1)
+        if not ax.lines:  # a CSV from before the column existed
+            ax.text(0.5, 0.5, "not in this CSV", ha="center", transform=ax.transAxes)
         ax.set_title(label, fontsize=10)
+        ax.set_xlabel("agent steps")
         ax.grid(alpha=0.3)
-    if series("value_loss"):
+    if series("value_loss")[0]:
         axes[1, 1].set_yscale("log")
-    # second axes: the gradient norm before clipping shares the throughput panel; the advantages'
-    # std (the policy gradient's scale, which the entropy bonus pulls against) the policy loss's
-    for ax, name, label in ((axes[0, 2], "grad_norm", "gradient norm before clipping"),
-                            (axes[1, 0], "advantage_std", "advantage std (before normalising)")):
-        points, twin = series(name), ax.twinx()
-        twin.plot([p[0] for p in points], [p[2] for p in points], "-", lw=1, color="tab:red")
-        twin.set_ylabel(label, color="tab:red", fontsize=9)
     fig.suptitle(title)
     # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
-    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.08, top=0.92, wspace=0.45, hspace=0.35)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
@@ -711,8 +726,9 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="A3C on Atari games from pixels: train, play, evaluate. Every flag's default is in brackets.",
-        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help")
-    what = parser.add_mutually_exclusive_group(required=True)
+        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
+        epilog="runs/ is made in the folder you start from; pretrained/ is the folder beside the script.")
+    what = parser.add_mutually_exclusive_group()  # one is required: parse_args says so, after any unknown flag
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
     what.add_argument("--play", action="store_true",
                       help="show the agent in a window; writes a GIF when there is no display")
@@ -731,11 +747,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--train: seeds python, numpy, torch and the training games [0]; "
                              "--eval/--play: the first game's seed [1000000, never trained on]")
     parser.add_argument("--episodes", type=int, help="--eval: games [30]; --play: games [1]")
-    parser.add_argument("--greedy", action="store_true",
-                        help="--eval/--play (and validation): always take the most likely action instead of "
-                             "sampling from the policy")
+    parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=False,
+                        help="--eval, --play and the validations: take the most likely action, or (--no-greedy) "
+                             "draw it from the policy as training does [%(default)s]")
     parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
-                                                   "[runs/videos/NAME.gif]")
+                                                   "[runs/videos/FOLDER_FILE.gif, after the checkpoint]")
     parser.add_argument("--video-steps", type=int, default=1500,
                         help="--play without a display: record the first this many agent steps of each game "
                              "[%(default)s]")
@@ -750,10 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not (args.train or args.play or args.eval):
+        parser.error("one of --train, --play or --eval is required")
     if args.resume:
         if not args.train:
             parser.error("--resume goes with --train")
-        run = args.checkpoint or newest_run(args)  # never the shipped checkpoint, unless named
+        run = args.checkpoint or newest_run(args, validated=False)  # never the shipped checkpoint, unless named
         if run is None:
             parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
         try:
@@ -774,17 +792,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed = 0 if args.train else TEST_SEED
     if args.episodes is None:
         args.episodes = 1 if args.play else 30
-    args.video = args.video or RUNS / "videos" / f"{run_name(args)}.gif"
     for name, (default, *_) in SETTINGS.items():
         if type(default) is int and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.env_id not in gym.registry or "game" not in gym.spec(args.env_id).kwargs:
-        parser.error(f"--env-id {args.env_id} is not an ALE game id (e.g. ALE/Pong-v5)")
+    if args.train and args.mode != "batch" and args.workers > CORES:
+        print(f"warning: --workers {args.workers} on {CORES} cores: the extra workers only add switching",
+              file=sys.stderr)
+    if not (args.env_id.startswith("ALE/") and args.env_id.endswith("-v5") and args.env_id in gym.registry):
+        parser.error(f"--env-id {args.env_id} is not an ALE v5 game id (e.g. ALE/Pong-v5)")
     if args.episodes < 1 or args.video_steps < 1 or args.eval_episodes > 100_000 or args.seed < 0:
         parser.error("--episodes and --video-steps must be at least 1, --seed at least 0 and --eval-episodes "
                      "at most 100000")
-    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
-        parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
+    if not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
+        parser.error("--gae-lambda must lie in [0, 1], --gamma in (0, 1]")
     if args.lr <= 0 or args.max_seconds <= 0:
         parser.error("--lr and --max-seconds must be positive")
     return args
@@ -797,12 +817,13 @@ class TrainingFailed(Exception):
 
 class Run:
     """The parent's side of training: the counters a checkpoint keeps, and the periodic duties that
-    tick() runs in order, as nanoGPT's loop reads: learning rate, validation, log, stop."""
+    tick() runs in order, as nanoGPT's loop reads: validation, log, stop. (The learning rate and
+    the entropy weight follow the step count where each update is made: see schedule.)"""
 
     def __init__(self, args, paths, model, optimizer, start: dict):
         self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
         self.steps, self.episodes, self.seconds_before = start["steps"], start["episodes"], start["seconds"]
-        self.best_eval, self.evals_done, self.solved = start["best_eval"], start["evals_done"], False
+        self.best_eval, self.solved = start["best_eval"], False
         self.started, self.next_eval = time.time(), self.steps + args.eval_every
         self.log = TrainingLog(args, paths["csv"], self.steps)
 
@@ -818,20 +839,18 @@ class Run:
     def tick(self, steps: int) -> bool:
         """Training has reached `steps`: the duties, in order. True when training should stop."""
         self.steps = steps
-        self.optimizer.lr.fill_(learning_rate(self.args, steps))  # 1. nothing else sets the learning rate
-        if steps >= self.next_eval:  # 2. validate; keep the best weights and a resume point
+        if steps >= self.next_eval:  # 1. validate; keep the best weights and a resume point
             self.next_eval += self.args.eval_every
             self.validate()
-        self.log.progress(steps, self.seconds, self.best_eval)  # 3. the bar and the loss rows
-        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 4. stop?
+        self.log.progress(steps, self.seconds, self.best_eval)  # 2. the bar and the loss rows
+        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 3. stop?
 
     def validate(self) -> None:
-        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored)."""
+        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored),
+        on the same seeds every time: only the same games show whether the agent improved."""
         eval_model = build_model(self.args)
         eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
-        seed = validation_seed(self.evals_done, self.args.eval_episodes)
-        returns = evaluate(eval_model, self.args, self.args.eval_episodes, seed)
-        self.evals_done += 1
+        returns = evaluate(eval_model, self.args, self.args.eval_episodes, VALIDATION_SEED)
         self.log.validation(self.steps, self.seconds, returns)
         if np.mean(returns) >= self.best_eval:
             self.best_eval = float(np.mean(returns))
@@ -841,7 +860,7 @@ class Run:
 
 
 def train(args: argparse.Namespace) -> int:
-    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf, "evals_done": 0}
+    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf}
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
@@ -856,11 +875,11 @@ def train(args: argparse.Namespace) -> int:
     else:
         model = build_model(args)
         if args.checkpoint is None:
-            folder = f"{run_name(args)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+            folder = f"{run_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
             args.checkpoint = RUNS / folder / "model.pt"
-    paths = paths_for(args.checkpoint)
+    paths = paths_for(args.checkpoint.resolve())  # printed in full: runs/ is relative to where you start
     paths["best"].parent.mkdir(parents=True, exist_ok=True)
-    optimizer = SharedAdam(model.parameters(), lr=learning_rate(args, start["steps"]))
+    optimizer = SharedAdam(model.parameters())
     if args.resume:
         optimizer.load_state_dict(checkpoint["optimizer"])
 
@@ -877,13 +896,15 @@ def train(args: argparse.Namespace) -> int:
     finally:
         run.log.close()
         save_checkpoint(paths["last"], model, optimizer, run)
-    if not paths["best"].exists():  # stopped before the first validation
-        save_checkpoint(paths["best"], model, None, run)
     plot_curve(paths["csv"], paths["png"], f"A3C on {args.env_id}")
     if failure is not None:
         print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
-              f"(--resume continues from them), the best in {paths['best']}", file=sys.stderr)
+              f"(--resume continues from them)", file=sys.stderr)
         return 1
+    if not paths["best"].exists():  # no validation yet: nothing has earned the name "best"
+        print(f"stopped after {run.steps} agent steps, before the first validation (--eval-every): no best "
+              f"weights. --train --resume --checkpoint {paths['best']} continues the run.")
+        return 0
     print(f"best validation {run.best_eval:.0f} after {run.steps} agent steps, {run.seconds / 60:.1f} min. "
           f"Best weights: {paths['best']}  curve: {paths['png']}")
     return 0
@@ -893,8 +914,7 @@ def train(args: argparse.Namespace) -> int:
 def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> None:
     """Around every worker's loop: one core, its own seed, and a failure reported to the parent."""
     torch.set_num_threads(1)  # one core per worker; torch's own thread pool would fight the others
-    if shared.parent_pid is not None:  # a process (a thread shares its process's signals and parent)
-        stop_on_signal(in_worker=True)
+    stop_on_signal(in_worker=True)
     try:
         torch.manual_seed(seed)
         target(rank, seed, args, shared)
@@ -908,7 +928,7 @@ def check_alive(workers: list, errors) -> None:
     waiting forever): raise TrainingFailed with its traceback."""
     dead = [w for w in workers if not w.is_alive()]
     if dead:
-        exitcode = getattr(dead[0], "exitcode", None)  # (threads have none)
+        exitcode = getattr(dead[0], "exitcode", None)
         raise TrainingFailed(errors.get() if not errors.empty() else
                              f"a worker died with exit code {exitcode} (killed for memory?)")
 
@@ -918,19 +938,13 @@ def stop_workers(workers: list, stop) -> None:
     stop.set()
     for w in workers:
         w.join(timeout=10)
-        if hasattr(w, "terminate") and w.is_alive():  # a process stuck in a step; threads cannot be
+        if hasattr(w, "terminate") and w.is_alive():  # a worker process stuck in a step
             w.terminate()
 
 
 def training_seed(seed: int, rank: int, steps: int) -> int:
     """The first seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
     return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
-
-
-def validation_seed(evals_done: int, episodes: int) -> int:
-    """The first seed of a validation: fresh seeds each time, all of them between
-    VALIDATION_SEED and TEST_SEED (--eval-episodes is at most 100,000)."""
-    return VALIDATION_SEED + (episodes * evals_done) % (TEST_SEED - VALIDATION_SEED - 100_000)
 
 
 def stop_on_signal(in_worker: bool = False) -> None:
@@ -950,13 +964,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train:
             return train(args)
-        path = args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args)}.pt"
+        path = (args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args.env_id)}.pt").resolve()
         model, checkpoint = load(path, args.env_id)
-        print(f"loaded {path} (trained {checkpoint['steps']} steps)")
+        args.frame = checkpoint["args"]["frame"]  # the frames the network was trained on
+        print(f"loaded {path}: the weights of agent step {checkpoint['steps']:,}")
         if args.eval:
             returns = evaluate(model, args, args.episodes, args.seed, verbose=True)
             print(f"mean {np.mean(returns):.1f} std {np.std(returns):.1f} over {len(returns)} episodes")
         else:
+            args.video = args.video or RUNS.resolve() / "videos" / f"{path.parent.name}_{path.stem}.gif"
             play(model, args)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)

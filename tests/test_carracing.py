@@ -70,7 +70,7 @@ def pursuit(env, turn=(1, 2), gas=3, wrong_way=False, straight_frames=(300, 400)
 
 @pytest.mark.parametrize("repeat, seed, wrong_way", [(1, 11, False), (4, 12, False), (4, 13, True)])
 def test_fast_env_gives_the_stock_envs_pixels_rewards_and_ends_over_whole_episodes(repeat, seed, wrong_way):
-    args = carracing.parse_args(["--train", "--actions", "gymnasium", "--action-repeat", str(repeat)])
+    args = carracing.parse_args(["--train", "--actions", "discrete", "--action-repeat", str(repeat)])
     seen = drive_both(args, seed, repeat, lambda env: pursuit(env, wrong_way=wrong_way))
     assert seen["off_track_steps"] >= 20, seen
     if wrong_way:
@@ -79,9 +79,13 @@ def test_fast_env_gives_the_stock_envs_pixels_rewards_and_ends_over_whole_episod
         assert seen["ended"] == "truncated" and seen["tiles"] >= 100, seen  # 1000 frames, most of a lap
 
 
-def test_fast_env_with_vector_actions_gives_the_stock_envs_pixels():
-    args = carracing.parse_args(["--train", "--actions", "steer-gas"])  # the continuous env underneath
-    seen = drive_both(args, 14, 4, lambda env: pursuit(env, turn=(5, 6)))  # left-gas, right-gas
+def test_fast_env_with_continuous_controls_gives_the_stock_envs_pixels():
+    args = carracing.parse_args(["--train", "--actions", "continuous"])
+    steer = {1: [0.2, 0.6], 2: [0.8, 0.6], 3: [0.5, 0.8], 4: [0.5, 0.0], 0: [0.5, 0.5]}  # [steer, pedal] per pursuit move
+    def policy(env):
+        move = pursuit(env)
+        return lambda step, repeat: np.array(steer[move(step, repeat)], np.float32)
+    seen = drive_both(args, 14, 4, policy)
     assert seen["ended"] is not None and seen["tiles"] >= 10 and seen["off_track_steps"] >= 20, seen
 
 
@@ -105,7 +109,7 @@ def test_the_stock_methods_fast_car_racing_overrides_keep_their_signatures():
 
 
 def test_an_episode_ending_between_drawn_frames_shows_its_last_frame():
-    args = carracing.parse_args(["--train", "--actions", "gymnasium", "--action-repeat", "3"])
+    args = carracing.parse_args(["--train", "--actions", "discrete", "--action-repeat", "3"])
     fast, stock = carracing.make_env(args), carracing.make_env(args, fast=False)
     fast.reset(seed=2)
     stock.reset(seed=2)
@@ -129,7 +133,7 @@ def raw_return_standing_still(args, training):
 
 
 def test_training_cuts_hopeless_episodes_and_scales_rewards_evaluation_does_not():
-    args = carracing.parse_args(["--train", "--actions", "gymnasium", "--patience", "5", "--rollout-len", "8"])
+    args = carracing.parse_args(["--train", "--actions", "discrete", "--patience", "5", "--rollout-len", "8"])
     rollouts = carracing.Rollouts(carracing.make_vector_env(args, 1, training=True), seed=0)
     model = carracing.build_model(args)
     with torch.no_grad():
@@ -173,8 +177,6 @@ def test_continuous_log_probability_and_entropy_are_the_beta_policys():
     log_beta_function = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
     log_density = (a - 1) * math.log(x) + (b - 1) * math.log(1 - x) - log_beta_function
     assert by_control[0].log_prob(actions[:, 0])[0].item() == pytest.approx(log_density, rel=1e-4)
-    explored = carracing.act_continuous(params, 1.0, np.random.default_rng(0))  # epsilon 1: uniform
-    assert ((explored > 0) & (explored < 1)).all() and not np.allclose(explored, actions.numpy())
 
 
 def test_continuous_actions_reach_the_env_as_steer_gas_brake():
@@ -193,8 +195,9 @@ def test_continuous_actions_reach_the_env_as_steer_gas_brake():
         model.policy.weight.zero_()
         model.policy.bias.copy_(torch.tensor([0.0, 50.0, 0.0, -50.0]))
         logits, _, _ = model.step(torch.zeros(1, 4, 64, 64, dtype=torch.uint8), model.initial_state(1))
-    action = carracing.greedy(logits, args)[0]
-    np.testing.assert_allclose(action, [0.5, 1.0], atol=0.03)  # the driver takes the Beta's mean
+    args.greedy = True
+    action = carracing.test_actions(logits, args, np.random.default_rng(0))[0]
+    np.testing.assert_allclose(action, [0.5, 1.0], atol=0.03)  # --greedy takes the Beta's mean
     env.reset(seed=0)
     for _ in range(50):
         env.step(action)
@@ -202,27 +205,28 @@ def test_continuous_actions_reach_the_env_as_steer_gas_brake():
     assert abs(env.unwrapped.car.wheels[0].joint.angle) < 0.01  # and no steering
 
 
-def test_the_sampling_driver_draws_from_the_policy_and_repeats_on_the_same_tracks():
-    args = carracing.parse_args(["--eval", "--actions", "continuous", "--driver", "sample"])
+def test_test_time_actions_are_drawn_from_the_policy_and_repeat_on_the_same_tracks():
+    args = carracing.parse_args(["--eval", "--actions", "continuous"])
+    assert not args.greedy  # sampling is the default: it drives better (benchmarks/carracing_results.md)
     params = torch.tensor([[0.0, 2.0, 0.0, -1.0]]).repeat(20000, 1)  # Beta(1.69, 1.69) and Beta(3.13, 1.31)
-    draws = carracing.sampled(params, args, np.random.default_rng(0))
+    draws = carracing.test_actions(params, args, np.random.default_rng(0))
     policy = carracing.beta_policy(params[:1])
     assert draws.shape == (20000, 2) and draws.dtype == np.float32 and 0 <= draws.min() and draws.max() <= 1
     np.testing.assert_allclose(draws.mean(0), policy.mean[0], atol=0.01)
     np.testing.assert_allclose(draws.var(0), policy.variance[0], rtol=0.05)
-    np.testing.assert_array_equal(draws, carracing.sampled(params, args, np.random.default_rng(0)))
-    args.actions = "gymnasium"
+    np.testing.assert_array_equal(draws, carracing.test_actions(params, args, np.random.default_rng(0)))
+    args.actions = "discrete"
     probs = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.0])
-    counts = np.bincount(carracing.sampled(probs.log().repeat(20000, 1), args, np.random.default_rng(0)), minlength=5)
+    counts = np.bincount(carracing.test_actions(probs.log().repeat(20000, 1), args, np.random.default_rng(0)),
+                         minlength=5)
     np.testing.assert_allclose(counts / 20000, probs, atol=0.01)
-    args = carracing.parse_args(["--eval", "--actions", "continuous", "--driver", "sample"])
+    args.greedy = True
+    assert (carracing.test_actions(probs.log().repeat(3, 1), args, None) == 3).all()
+    args = carracing.parse_args(["--eval", "--actions", "continuous", "--action-repeat", "8"])
     model = carracing.build_model(args)
     first, again = (carracing.evaluate(model, args, 2, seed=7) for _ in range(2))
     assert first == again  # the generator is seeded by the first track
-    defaults = {actions: carracing.samples(carracing.parse_args(["--eval", "--actions", actions]))
-                for actions in ("continuous", "gymnasium")}
-    assert defaults == {"continuous": True, "gymnasium": False}
-    assert not carracing.samples(carracing.parse_args(["--eval", "--actions", "continuous", "--driver", "greedy"]))
+    assert carracing.drive(model, args, 7) == pytest.approx(first[0])  # --play's episode is --eval's first
 
 
 def test_continuous_acting_and_loss_see_the_same_policy():
@@ -255,7 +259,7 @@ def test_the_entropy_bonus_falls_to_zero_at_max_steps():
     assert carracing.entropy_weight(args, 1000) == 0.01
 
 
-@pytest.mark.parametrize("mode, actions", [("processes", "gymnasium"), ("batch", "continuous")])
+@pytest.mark.parametrize("mode, actions", [("processes", "discrete"), ("batch", "continuous")])
 def test_both_modes_train_evaluate_and_play(mode, actions, tmp_path):
     checkpoint = train_evaluate_play(SCRIPT, mode, tmp_path, "--actions", actions, "--max-steps", 40,
                                      "--eval-every", 20, "--eval-episodes", 1, "--envs-per-worker", 1,

@@ -46,7 +46,7 @@ def test_shared_adam_matches_torch_adam_and_keeps_its_state_in_shared_memory():
     torch.manual_seed(0)
     mine, reference = tiny_model(), tiny_model()
     reference.load_state_dict(mine.state_dict())
-    ours = a3c.SharedAdam(mine.parameters(), lr=1e-2)
+    ours = a3c.SharedAdam(mine.parameters())
     theirs = torch.optim.Adam(reference.parameters(), lr=1e-2)
     obs = torch.randn(6, 4)
     for _ in range(5):
@@ -54,7 +54,7 @@ def test_shared_adam_matches_torch_adam_and_keeps_its_state_in_shared_memory():
             model.zero_grad()
             logits, values = model(obs)
             (logits.pow(2).sum() + values.sum()).backward()
-            opt.step()
+            opt.step(1e-2) if opt is ours else opt.step()
     for p, q in zip(mine.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     assert ours.t.is_shared() and all(t.is_shared() for t in ours.m + ours.v)
@@ -99,11 +99,36 @@ def test_every_mode_trains_evaluates_and_plays(mode, tmp_path):
     assert video.stat().st_size > 0 and str(video) in out
 
 
-def test_play_and_eval_default_to_the_newest_run(tmp_path):
+def test_play_and_eval_default_to_the_newest_validated_run(tmp_path):
     run("--train", "--mode", "batch", "--max-steps", 200, "--eval-every", 100, "--eval-episodes", 1,
         cwd=tmp_path)
-    newest = max(tmp_path.glob("runs/*/model.pt"), key=lambda p: p.stat().st_mtime)
-    assert f"loaded {newest.relative_to(tmp_path)}" in run("--eval", "--episodes", 1, cwd=tmp_path).stdout
+    validated = max(tmp_path.glob("runs/*/model.pt"), key=lambda p: p.stat().st_mtime)
+    assert f"loaded {validated.resolve()}" in run("--eval", "--episodes", 1, cwd=tmp_path).stdout
+    time.sleep(1.1)  # a newer run folder, stopped before its first validation
+    out = run("--train", "--mode", "batch", "--max-steps", 200, "--eval-every", 1000, cwd=tmp_path).stdout
+    assert "before the first validation" in out and "no best weights" in out and "--resume" in out
+    (unvalidated,) = [p.parent for p in tmp_path.glob("runs/*/model_last.pt") if not p.with_name("model.pt").exists()]
+    out = run("--eval", "--episodes", 1, cwd=tmp_path).stdout
+    assert f"skipping {unvalidated.resolve()}" in out and f"loaded {validated.resolve()}" in out
+    out = run("--train", "--resume", "--max-steps", 400, "--eval-every", 1000, cwd=tmp_path).stdout
+    assert f"resuming from {unvalidated.resolve() / 'model_last.pt'}" in out  # --resume takes it all the same
+
+
+def test_play_matches_eval_on_a_seed_and_writes_one_gif_per_checkpoint(tmp_path):
+    shipped = a3c.PRETRAINED / "cartpole.pt"
+    played = run("--play", "--no-greedy", "--seed", 77, "--checkpoint", shipped, cwd=tmp_path).stdout
+    evaluated = run("--eval", "--no-greedy", "--seed", 77, "--episodes", 1, "--checkpoint", shipped, cwd=tmp_path).stdout
+    assert played.splitlines()[1].split()[-1] == evaluated.splitlines()[1].split()[-1]  # the same return
+    assert (tmp_path / "runs" / "videos" / "pretrained_cartpole.gif").exists()
+    assert not list(a3c.PRETRAINED.glob("*.gif")), "nothing is written into pretrained/"
+
+
+def test_the_progress_bar_shows_no_time_left_for_a_run_that_stops_when_solved(tmp_path):
+    err = run("--train", "--mode", "batch", "--max-steps", 400, "--eval-every", 200, "--eval-episodes", 1,
+              cwd=tmp_path).stderr
+    assert "/1000000" not in err and "nan" not in err and "-inf" not in err
+    err = run("--train", "--mode", "batch", "--max-steps", 400, "--solve-score", "inf", cwd=tmp_path).stderr
+    assert "/400" in err
 
 
 def test_shipped_pretrained_checkpoint_balances_the_pole(tmp_path):
@@ -222,3 +247,7 @@ def test_checkpoint_of_another_env_or_architecture(tmp_path):
 ])
 def test_invalid_flags(tmp_path, flags):
     one_line_error(run(*flags, cwd=tmp_path, check=False))
+
+
+def test_a_misspelt_flag_is_named(tmp_path):
+    assert "unrecognized arguments: --trian" in one_line_error(run("--trian", cwd=tmp_path, check=False))

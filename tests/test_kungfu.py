@@ -95,13 +95,45 @@ def test_lstm_acting_and_loss_see_the_same_states():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.core.parameters())
 
 
-@pytest.mark.parametrize("mode, core, game", [("processes", "ff", "ALE/KungFuMaster-v5"),
-                                              ("batch", "lstm", "ALE/Breakout-v5")])
-def test_both_modes_train_evaluate_and_play_any_game(mode, core, game, tmp_path):
+@pytest.mark.parametrize("mode, core, game, frame", [("processes", "ff", "ALE/KungFuMaster-v5", "area42"),
+                                                     ("batch", "lstm", "ALE/Breakout-v5", "pool84")])
+def test_both_modes_train_evaluate_and_play_any_game(mode, core, game, frame, tmp_path):
     checkpoint = train_evaluate_play(SCRIPT, mode, tmp_path, "--max-steps", 200, "--eval-every", 100,
                                      "--eval-episodes", 1, "--envs-per-worker", 2, "--num-envs", 4,
-                                     "--rollout-len", 5, "--core", core, common=("--env-id", game))
-    assert torch.load(checkpoint, weights_only=True)["env_id"] == game
+                                     "--rollout-len", 5, "--core", core, "--frame", frame, common=("--env-id", game))
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["env_id"] == game and saved["args"]["frame"] == frame  # --eval and --play took it from there
+    assert (tmp_path / "play_input.gif").stat().st_size > 0  # what the network sees, beside the game
+
+
+def test_the_frame_setting_max_pools_84x84_frames_and_old_checkpoints_keep_42x42_area_frames(tmp_path):
+    args = kungfu.parse_args(["--train", "--env-id", "ALE/Breakout-v5", "--frame", "pool84"])
+    envs = kungfu.make_vector_env(args, 1)
+    obs, _ = envs.reset(seed=0)
+    envs.close()
+    model = kungfu.build_model(args)
+    assert obs.shape == (1, 4, 84, 84) and model.frames(torch.as_tensor(obs)).shape == (1, 4, 42, 42)
+    bright = torch.zeros(1, 4, 84, 84, dtype=torch.uint8)
+    bright[..., 61, 33] = 200  # one bright pixel, as a ball: max-pooling keeps it, averaging would dim it
+    assert model.frames(bright).max() == 200
+    shipped = torch.load(ROOT / "pretrained" / "pong.pt", weights_only=True)
+    assert "frame" not in shipped["args"]  # saved before the setting existed
+    old = tmp_path / "old.pt"
+    torch.save(shipped, old)
+    model, checkpoint = kungfu.load(old, "ALE/Pong-v5")
+    assert checkpoint["args"]["frame"] == "area42" and not model.pool
+
+
+def test_test_time_actions_are_seeded_and_greedy_takes_the_most_likely():
+    args = kungfu.parse_args(["--eval"])
+    assert not args.greedy  # sampling is the default for Atari: an argmax policy can lock into a loop
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    draws = kungfu.test_actions(probs.log().repeat(20000, 1), args, np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / 20000, probs, atol=0.01)
+    again = kungfu.test_actions(probs.log().repeat(20000, 1), args, np.random.default_rng(0))
+    np.testing.assert_array_equal(draws, again)
+    args.greedy = True
+    assert (kungfu.test_actions(probs.log().repeat(3, 1), args, None) == 3).all()
 
 
 def test_run_folders_follow_the_game_and_a_checkpoint_plays_only_its_own_game(tmp_path):
@@ -109,7 +141,7 @@ def test_run_folders_follow_the_game_and_a_checkpoint_plays_only_its_own_game(tm
         "--max-steps", 20, "--eval-every", 10, "--eval-episodes", 1, cwd=tmp_path)
     (checkpoint,) = tmp_path.glob("runs/pong_batch_*/model.pt")
     out = run("--eval", "--env-id", "ALE/Pong-v5", "--episodes", 1, cwd=tmp_path).stdout  # the newest Pong run
-    assert f"loaded {checkpoint.relative_to(tmp_path)}" in out
+    assert f"loaded {checkpoint.resolve()}" in out
     line = one_line_error(run("--eval", "--checkpoint", checkpoint, cwd=tmp_path, check=False))
     assert "ALE/Pong-v5" in line and "ALE/KungFuMaster-v5" in line
 
@@ -124,4 +156,5 @@ def test_bad_input(tmp_path):
     assert "cannot read" in one_line_error(run("--eval", "--checkpoint", corrupt, cwd=tmp_path, check=False))
     one_line_error(run("--train", "--envs-per-worker", "0", cwd=tmp_path, check=False))
     one_line_error(run("--train", "--mode", "threads", cwd=tmp_path, check=False))
-    assert "ALE game" in one_line_error(run("--train", "--env-id", "ALE/NoSuchGame-v5", cwd=tmp_path, check=False))
+    for env_id in ("ALE/NoSuchGame-v5", "PongNoFrameskip-v4", "ALE/Pong-v4"):
+        assert "ALE v5 game" in one_line_error(run("--train", "--env-id", env_id, cwd=tmp_path, check=False))

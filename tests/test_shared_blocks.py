@@ -18,6 +18,7 @@ MEANT_TO_DIFFER = {
     "run_name": "run folders and shipped weights are named after the environment (KungFu: after the game)",
     "SETTINGS": "each environment's own defaults (and its own settings: action sets, reward scale, core)",
     "ARCHITECTURE": "what a resumed run cannot change depends on the network and the env",
+    "BEFORE_SETTINGS_EXISTED": "Atari's --frame came after its shipped checkpoints; the others have no such setting",
     # the network and what follows from it
     "ActorCritic": "an MLP pair for CartPole; conv nets with an optional LSTM (Atari) or a GRU (CarRacing)",
     "build_model": "the network's inputs and outputs come from each environment",
@@ -25,16 +26,22 @@ MEANT_TO_DIFFER = {
     "ROLLOUT_DTYPES": "pixels are uint8 and the recurrent scripts record where episodes start",
     "Rollouts": "what training sees differs: CartPole raw rewards, Atari sign(r) and lost lives, "
                 "CarRacing scaled rewards; the pixel scripts carry a recurrent state",
-    "evaluate": "CartPole and CarRacing play greedily; Atari samples from the policy (or --greedy)",
+    "evaluate": "the pixel scripts carry a recurrent state and say how far long evaluations are",
+    "test_actions": "CartPole defaults to --greedy; CarRacing's continuous policy is a Beta",
+    "act": "CartPole keeps the GA3C seed's epsilon-greedy; CarRacing also samples a Beta",
     "play": "each environment renders and records its own way",
     # the modes
-    "Shared": "CartPole's GA3C mode adds a queue of rollouts",
+    "Shared": "CartPole's threads lock the update, and its GA3C mode adds a queue of rollouts",
+    "update_shared_model": "CartPole's threads share one .grad, so they lock step 5; processes need no lock",
+    "run_worker": "a CartPole thread shares its process's signals; a worker process sets its own",
     "train_processes": "CartPole also runs the same workers as threads",
-    "Run": "CarRacing validates on the same tracks every time and draws a GIF of each validation",
-    "build_parser": "each script's own flags (Atari: --env-id, --greedy; the pixel scripts: --video-steps)",
+    "Run": "CarRacing draws a GIF of each validation",
+    "build_parser": "each script's own flags and defaults (Atari: --env-id; --greedy's default; the pixel "
+                    "scripts: --video-steps)",
     "parse_args": "each script's own defaults for --episodes and its own checks",
     "train": "the list of modes, and CartPole says whether it solved the env",
-    "main": "CarRacing evaluates a checkpoint in the env it was trained in (action set, repeat)",
+    "main": "the pixel scripts evaluate a checkpoint in the env it was trained in (Atari: the frames; "
+            "CarRacing: the action set and repeat)",
 }
 
 
@@ -65,7 +72,7 @@ def test_a_block_in_every_script_is_the_same_in_every_script(name):
 
 def test_the_shared_blocks_include_the_a3c_machinery():
     shared = set(IN_ALL) - set(MEANT_TO_DIFFER)
-    assert {"worker", "SharedAdam", "hand_over_gradients", "update_shared_model", "act", "report", "learning_rate",
+    assert {"worker", "SharedAdam", "hand_over_gradients", "report", "learning_rate", "newest_run", "paths_for",
             "schedule", "entropy_weight", "save_checkpoint", "load", "TrainingLog", "stop_on_signal",
             "plot_curve"} <= shared
 
