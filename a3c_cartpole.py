@@ -660,7 +660,7 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
     for ax, (name, label) in zip(axes.flat, panels):
         if name != "train_return":
             ax.plot(*series(name), "-", lw=1)
-        if not ax.lines:  # a CSV from before the column existed
+        if not series(name)[0]:  # a CSV from before the column existed
             ax.text(0.5, 0.5, "not in this CSV", ha="center", transform=ax.transAxes)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("agent steps")

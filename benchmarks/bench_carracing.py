@@ -28,7 +28,7 @@ def frames_per_second(env, seconds: float, rng: np.random.Generator, repeat: int
     while time.perf_counter() - started < seconds:
         if state.get("done", True):
             env.reset(seed=int(rng.integers(10**6)))
-        _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())  # continuous [steer, pedal]
         state["done"] = terminated or truncated
         frames += repeat
     return frames, time.perf_counter() - started
@@ -47,6 +47,8 @@ def main() -> None:
         totals = {name: [0, 0.0] for name in envs}
         states = {name: {} for name in envs}
         rng = np.random.default_rng(0)
+        for env in envs.values():
+            env.action_space.seed(0)  # the same random driving in both
         for _ in range(6):  # alternating slices
             for name, env in envs.items():
                 frames, seconds = frames_per_second(env, args.seconds / 6, rng, repeat, states[name])

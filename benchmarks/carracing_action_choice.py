@@ -1,8 +1,8 @@
 """How a continuous CarRacing driver should pick its action at test time: the Beta policy's mean
-(--driver greedy), its mode, or a sample (--driver sample, the default for a continuous
-policy), on the same tracks.
+(--greedy), its mode, or a sample (the default, --no-greedy, for every policy),
+on the same tracks.
 
-    python benchmarks/carracing_action_choice.py --checkpoint pretrained/carracing_continuous.pt --episodes 32
+    python benchmarks/carracing_action_choice.py --checkpoint pretrained/carracing.pt --episodes 32
 
 The tracks are the validation tracks (seeds from 500,000) unless --seed says otherwise; each
 choice drives the same tracks with the same weights, full 1000-frame episodes, raw returns.
@@ -30,7 +30,7 @@ def mode(params: torch.Tensor) -> torch.Tensor:
 
 
 GREEDY = {"mean": lambda params: carracing.beta_policy(params).mean, "mode": mode}
-CHOICES = [*GREEDY, "sample"]  # sample: the script's own --driver sample
+CHOICES = [*GREEDY, "sample"]  # sample: the script's own default (--no-greedy)
 
 
 def main() -> None:
@@ -49,10 +49,11 @@ def main() -> None:
         sys.exit(f"{options.checkpoint} drives with discrete actions; this compares continuous ones")
     print(f"{options.checkpoint}: {checkpoint['steps']} agent steps; "
           f"{options.episodes} tracks from seed {options.seed}")
+    sample = carracing.test_actions
     for name in options.choices:
-        args.driver = "sample" if name == "sample" else "greedy"
-        if name in GREEDY:
-            carracing.greedy = lambda params, args, choose=GREEDY[name]: choose(params).numpy()  # what evaluate() calls
+        args.greedy = False
+        carracing.test_actions = sample if name == "sample" else \
+            lambda params, args, rng, choose=GREEDY[name]: choose(params).numpy()  # what evaluate() calls
         returns = carracing.evaluate(model, args, options.episodes, options.seed)
         print(f"{name:>6}: mean {np.mean(returns):6.1f}  std {np.std(returns):6.1f}  "
               f"min {np.min(returns):6.1f}  max {np.max(returns):6.1f}")

@@ -1,7 +1,7 @@
 """Held-out results side by side, from the output of `--eval` runs on the same tracks.
 
-    python a3c_carracing.py --eval --episodes 100 --seed 1000000 --checkpoint pretrained/carracing.pt > a.txt
-    python a3c_carracing.py --eval --episodes 100 --seed 1000000 --checkpoint pretrained/carracing_continuous.pt > b.txt
+    python a3c_carracing.py --eval --episodes 100 --seed 1000000 --checkpoint pretrained/carracing_discrete.pt > a.txt
+    python a3c_carracing.py --eval --episodes 100 --seed 1000000 --checkpoint pretrained/carracing.pt > b.txt
     python benchmarks/compare_evals.py a.txt b.txt --bars 500 800 900
 
 For each file: mean, std, median, how many episodes reach each bar, worst and best. Each file

@@ -1,6 +1,6 @@
 """The balance of a run's loss terms over its length, from its CSV: one row per window of agent steps.
 
-    python benchmarks/loss_balance.py pretrained/carracing.csv --every 200000
+    python benchmarks/loss_balance.py pretrained/carracing_discrete.csv --every 200000
 
 Each row: the mean raw return of the training episodes that ended in the window, and the loss
 terms averaged over the window's log rows. "advantage scale" is the advantages' std before any

@@ -17,17 +17,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import a3c_kungfu as kungfu  # noqa: E402
 
 
-def main(core: str = "ff", num_games: int = 8) -> None:
+def main(core: str = "ff", num_games: int = 8, seconds_each: float = 30.0) -> None:
     torch.set_num_threads(1)
     args = kungfu.parse_args(["--train", "--core", core, "--envs-per-worker", str(num_games)])
     envs = kungfu.make_vector_env(args, num_games, training=True)  # one thread, as in a worker
     local_model, shared_model = kungfu.build_model(args), kungfu.build_model(args)
     shared_model.share_memory()
-    optimizer = kungfu.SharedAdam(shared_model.parameters(), lr=1e-4)
+    optimizer = kungfu.SharedAdam(shared_model.parameters())
     rollouts = kungfu.Rollouts(envs, seed=0)
 
     rng, steps, started = np.random.default_rng(0), 0, time.perf_counter()
-    while time.perf_counter() - started < 10:
+    while time.perf_counter() - started < seconds_each / 3:
         envs.step(rng.integers(envs.single_action_space.n, size=num_games))
         steps += num_games
     raw = steps / (time.perf_counter() - started)
@@ -50,7 +50,7 @@ def main(core: str = "ff", num_games: int = 8) -> None:
         return result
 
     steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < 30:
+    while time.perf_counter() - started < seconds_each:
         timed("1. copy weights", lambda: local_model.load_state_dict(shared_model.state_dict()))
         rollout, _ = timed("2. acting (collect)", lambda: rollouts.collect(local_model, args))
         loss, _ = timed("3.-4. loss", lambda: kungfu.a3c_loss(local_model, **rollout, args=args))
@@ -58,7 +58,7 @@ def main(core: str = "ff", num_games: int = 8) -> None:
         timed("4. backward + clip", lambda: (loss.backward(), torch.nn.utils.clip_grad_norm_(
             local_model.parameters(), args.max_grad_norm)))
         kungfu.hand_over_gradients(local_model, shared_model)
-        timed("5. optimizer", optimizer.step)
+        timed("5. optimizer", lambda: optimizer.step(1e-4))
         steps += args.rollout_len * num_games
     total = time.perf_counter() - started
     seconds["2. acting (collect)"] -= seconds["2. the games"]  # collect's own time, without the games
@@ -69,4 +69,4 @@ def main(core: str = "ff", num_games: int = 8) -> None:
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or ["ff"]), *(int(n) for n in sys.argv[2:3]))
+    main(*(sys.argv[1:2] or ["ff"]), *(int(n) for n in sys.argv[2:3]), *(float(s) for s in sys.argv[3:4]))
