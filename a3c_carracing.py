@@ -6,9 +6,9 @@
     python a3c_carracing.py --train --mode batch  # the other mode: processes, batch
 
 This script has the shape and names of a3c_cartpole.py; what differs is the environment and
-its preprocessing, the network with its GRU core, the continuous policy and the modes it keeps. A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783):
-several workers, each with its own environments and a local copy of one shared actor-critic
-network. A worker repeats:
+its preprocessing, the network with its GRU core, the continuous policy and the modes it keeps.
+A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783): several workers, each with its own
+environments and a local copy of one shared actor-critic network. A worker repeats:
 
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s, h; theta'), h the recurrent state
@@ -118,8 +118,9 @@ class ActorCritic(nn.Module):
     """Conv trunk (64 -> 31 -> 15 -> 7 -> 3 pixels), a GRU core, policy and value heads.
 
     step() takes one frame stack per env and the GRU state, and returns the policy head's output
-    (discrete: logits; continuous: the Beta's parameters), V(s) and the new state. The trunk has no memory, so the loss runs it once over a whole rollout (encode)
-    and steps only the GRU through time (unroll)."""
+    (discrete: logits; continuous: the Beta's parameters), V(s) and the new state. The trunk has
+    no memory, so the loss runs it once over a whole rollout (encode) and steps only the GRU
+    through time (unroll)."""
 
     def __init__(self, in_channels: int, n_actions: int, hidden: int):
         super().__init__()

@@ -7,9 +7,9 @@
     python a3c_kungfu.py --train --mode batch   # the other mode: processes, batch
 
 This script has the shape and names of a3c_cartpole.py; what differs is the environment and
-its preprocessing, the network with its optional LSTM, and the modes it keeps. A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783):
-several workers, each with its own environments and a local copy of one shared actor-critic
-network. A worker repeats:
+its preprocessing, the network with its optional LSTM, and the modes it keeps. A3C (Mnih et al.
+2016, https://arxiv.org/abs/1602.01783): several workers, each with its own environments and a
+local copy of one shared actor-critic network. A worker repeats:
 
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s; theta')
@@ -99,6 +99,8 @@ SETTINGS = {
     "normalize_advantages": (True, "scale each update's advantages to mean 0 and std 1"),
     "frame": ("area42", "the frames the network sees: ale-py's 42x42 area resize, or 84x84 max-pooled 2x2 "
                         "to 42x42 by the network", tuple(SCREEN_SIZE)),
+    "padding": (0, "padding of the 3x3 convolutions: with 0, the frame's last 3 rows and columns never reach "
+                   "the network", (0, 1)),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
@@ -107,25 +109,27 @@ SETTINGS = {
     "eval_episodes": (8, "games per validation"),
     "solve_score": (math.inf, "stop once a validation's mean score reaches this"),
 }
-ARCHITECTURE = ("env_id", "hidden", "core", "frame")  # settings a resumed run cannot change: its weights are made for them
-BEFORE_SETTINGS_EXISTED = {"frame": "area42"}  # what a checkpoint saved before a setting existed was made with
+ARCHITECTURE = ("env_id", "hidden", "core", "frame", "padding")  # a resumed run keeps them: its weights are made for them
+BEFORE_SETTINGS_EXISTED = {"frame": "area42", "padding": 0}  # what a checkpoint saved before a setting existed was made with
 
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
-    """Three 3x3 stride-2 convolutions (42 -> 20 -> 9 -> 4 pixels) of 16, 32 and 32 channels, a
+    """Three 3x3 stride-2 convolutions of 16, 32 and 32 channels (42 -> 20 -> 9 -> 4 pixels; with
+    --padding 1, 42 -> 21 -> 11 -> 6, and the frame's last 3 rows and columns count too), a
     fully connected layer, an optional LSTM core, the policy and value heads. The core's state is
     the LSTM's h and c side by side, or empty ([N, 0]) for the feed-forward core. The loss runs
     the convolutions once over a rollout (encode) and steps only the core through time (unroll)."""
 
-    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str, frame: str):
+    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str, frame: str, padding: int):
         super().__init__()
         self.pool = frame == "pool84"  # 84x84 frames, max-pooled 2x2: a 2-pixel ball keeps its brightness
+        side = {0: 4, 1: 6}[padding]  # the last feature map's width
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, stride=2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * 4 * 4, hidden), nn.ReLU())
+            nn.Conv2d(in_channels, 16, 3, stride=2, padding=padding), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=padding), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=padding), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * side * side, hidden), nn.ReLU())
         self.core = nn.LSTMCell(hidden, hidden) if core == "lstm" else None
         self.policy = nn.Linear(hidden, n_actions)
         self.value = nn.Linear(hidden, 1)
@@ -174,7 +178,7 @@ class ActorCritic(nn.Module):
 
 def build_model(args: argparse.Namespace) -> ActorCritic:
     env = make_env(args)  # the game's minimal action set is the policy's output
-    model = ActorCritic(FRAME_STACK, env.action_space.n, args.hidden, args.core, args.frame)
+    model = ActorCritic(FRAME_STACK, env.action_space.n, args.hidden, args.core, args.frame, args.padding)
     env.close()
     return model
 
@@ -792,8 +796,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed = 0 if args.train else TEST_SEED
     if args.episodes is None:
         args.episodes = 1 if args.play else 30
-    for name, (default, *_) in SETTINGS.items():
-        if type(default) is int and getattr(args, name) < 1:
+    for name, (default, _, *choices) in SETTINGS.items():
+        if type(default) is int and not choices and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.train and args.mode != "batch" and args.workers > CORES:
         print(f"warning: --workers {args.workers} on {CORES} cores: the extra workers only add switching",

@@ -19,7 +19,7 @@ import torch
 
 RECIPE = ("env_id", "actions", "envs_per_worker", "rollout_len", "gae_lambda", "lr", "lr_schedule",
           "normalize_advantages", "init", "value_coef", "entropy_coef", "entropy_schedule", "max_grad_norm",
-          "core")  # the settings a recipe run is told apart by
+          "core", "frame", "padding")  # the settings a recipe run is told apart by
 
 
 def settings(csv_path: Path) -> str:

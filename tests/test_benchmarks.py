@@ -9,7 +9,8 @@ from helpers import run_script
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 CSV = ROOT / "pretrained" / "cartpole.csv"
-EVAL_OUTPUT = "episode   1 (seed 7): return 10.0\nepisode   2 (seed 8): return 30.0\nmean 20.0 std 10.0 over 2 episodes\n"
+EVAL_OUTPUT = ("episode   1 (seed 7): return 10.0\nepisode   2 (seed 8): return 30.0\n"
+               "mean 20.0 std 10.0 over 2 episodes\n")
 
 # script -> (flags, a word its output must contain); {tmp} is the test's own folder
 RUNS = {

@@ -81,7 +81,7 @@ def test_fast_env_gives_the_stock_envs_pixels_rewards_and_ends_over_whole_episod
 
 def test_fast_env_with_continuous_controls_gives_the_stock_envs_pixels():
     args = carracing.parse_args(["--train", "--actions", "continuous"])
-    steer = {1: [0.2, 0.6], 2: [0.8, 0.6], 3: [0.5, 0.8], 4: [0.5, 0.0], 0: [0.5, 0.5]}  # [steer, pedal] per pursuit move
+    steer = {1: [0.2, 0.6], 2: [0.8, 0.6], 3: [0.5, 0.8]}  # [steer, pedal] for pursuit's left, right, gas
     def policy(env):
         move = pursuit(env)
         return lambda step, repeat: np.array(steer[move(step, repeat)], np.float32)

@@ -117,7 +117,8 @@ def test_play_and_eval_default_to_the_newest_validated_run(tmp_path):
 def test_play_matches_eval_on_a_seed_and_writes_one_gif_per_checkpoint(tmp_path):
     shipped = a3c.PRETRAINED / "cartpole.pt"
     played = run("--play", "--no-greedy", "--seed", 77, "--checkpoint", shipped, cwd=tmp_path).stdout
-    evaluated = run("--eval", "--no-greedy", "--seed", 77, "--episodes", 1, "--checkpoint", shipped, cwd=tmp_path).stdout
+    evaluated = run("--eval", "--no-greedy", "--seed", 77, "--episodes", 1, "--checkpoint", shipped,
+                    cwd=tmp_path).stdout
     assert played.splitlines()[1].split()[-1] == evaluated.splitlines()[1].split()[-1]  # the same return
     assert (tmp_path / "runs" / "videos" / "pretrained_cartpole.gif").exists()
     assert not list(a3c.PRETRAINED.glob("*.gif")), "nothing is written into pretrained/"

@@ -158,3 +158,13 @@ def test_bad_input(tmp_path):
     one_line_error(run("--train", "--mode", "threads", cwd=tmp_path, check=False))
     for env_id in ("ALE/NoSuchGame-v5", "PongNoFrameskip-v4", "ALE/Pong-v4"):
         assert "ALE v5 game" in one_line_error(run("--train", "--env-id", env_id, cwd=tmp_path, check=False))
+
+
+@pytest.mark.parametrize("padding, reaches", [(0, False), (1, True)])
+def test_the_last_rows_and_columns_reach_the_network_only_with_padding(padding, reaches):
+    torch.manual_seed(0)
+    model = kungfu.build_model(kungfu.parse_args(["--train", "--padding", str(padding)]))
+    frames = (torch.rand(8, 4, 42, 42) * 255).requires_grad_()
+    model.body(frames / 255).sum().backward()
+    seen = frames.grad.abs().sum((0, 1)) > 0  # which input pixels change the features
+    assert seen[:39, :39].all() and bool(seen[39:].any()) == reaches and bool(seen[:, 39:].any()) == reaches
