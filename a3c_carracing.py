@@ -677,17 +677,18 @@ def play(model: ActorCritic, args: argparse.Namespace) -> None:
     headless = not has_display()
     for episode in range(args.episodes):
         video = args.video if episode == 0 else args.video.with_name(f"{args.video.stem}_{episode + 1}.gif")
-        episode_return = drive(model, args, args.seed + episode, video=video if headless else None)
+        episode_return = drive(model, args, args.seed + episode, video=video if headless else None, verbose=True)
         print(f"episode {episode + 1} (seed {args.seed + episode}): return {episode_return:.1f}")
 
 
-def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path | None = None) -> float:
+def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path | None = None,
+          verbose: bool = False) -> float:
     """One episode on the track of `seed`, in a window or, with a video path, recorded to that GIF
     and to VIDEO_input.gif (the 4 stacked frames the network receives, scaled up); its raw return."""
     env = make_env(args, render_mode="rgb_array" if video else "human")
     obs, _ = env.reset(seed=seed)
     state, rng = model.initial_state(1), np.random.default_rng(seed)
-    frames, inputs, done, episode_return = [], [], False, 0.0
+    frames, inputs, done, episode_return, step, shown = [], [], False, 0.0, 0, time.time()
     while not done:
         obs = torch.as_tensor(np.asarray(obs)).unsqueeze(0)
         if video and len(frames) < args.video_steps:
@@ -697,7 +698,10 @@ def drive(model: ActorCritic, args: argparse.Namespace, seed: int, video: Path |
             logits, _, state = model.step(obs, state)
         obs, reward, terminated, truncated, _ = env.step(test_actions(logits, args, rng)[0])
         episode_return += reward
-        done = terminated or truncated
+        done, step = terminated or truncated, step + 1
+        if verbose and time.time() - shown > 5:
+            print(f"  agent step {step}: return so far {episode_return:.1f}", flush=True)
+            shown = time.time()
     env.close()
     if video:  # one frame per agent step (4 frames at 50 fps): real time
         print(f"recorded the first {len(frames)} agent steps (--video-steps {args.video_steps})")
@@ -898,7 +902,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(env_id=ENV_ID)  # one environment here (a3c_kungfu.py takes --env-id)
     parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
                         "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
-                        "[the newest runs/NAME_*/model.pt; for --play/--eval, else pretrained/NAME.pt]")
+                        "[--resume: the newest runs/NAME_*/; --play/--eval: the newest that validated, else "
+                        "pretrained/NAME.pt]")
     parser.add_argument("--resume", action="store_true",
                         help="with --train: continue a run from its model_last.pt: model, optimizer, counters "
                              "and settings; flags you type win, except ones that change the network")

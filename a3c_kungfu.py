@@ -741,7 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any ALE v5 game, e.g. ALE/Pong-v5 or ALE/Breakout-v5 [%(default)s]")
     parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
                         "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
-                        "[the newest runs/NAME_*/model.pt; for --play/--eval, else pretrained/NAME.pt]")
+                        "[--resume: the newest runs/NAME_*/; --play/--eval: the newest that validated, else "
+                        "pretrained/NAME.pt]")
     parser.add_argument("--resume", action="store_true",
                         help="with --train: continue a run from its model_last.pt: model, optimizer, counters "
                              "and settings; flags you type win, except ones that change the network")

@@ -63,16 +63,22 @@ def network_costs() -> None:
     and of acting (one step of 8 games, a worker's batch), on one core; last, for scale, the
     published agents' network (the DQN paper's Nature CNN on 84x84 frames, one linear head)."""
     torch.set_num_threads(1)
-    nets = {"tutorial (32 channels first, 128 units)": (32, 128, "ff"),
-            "a3c_kungfu.py --core ff (16, 256)": (16, 256, "ff"),
-            "a3c_kungfu.py --core lstm (16, 256)": (16, 256, "lstm")}
+    nets = {"tutorial (32 channels first, 128 units)": ["--hidden", "128"],
+            "a3c_kungfu.py --core ff (16, 256)": [],
+            "a3c_kungfu.py --core lstm (16, 256)": ["--core", "lstm"],
+            "a3c_kungfu.py --padding 1": ["--padding", "1"],
+            "a3c_kungfu.py --frame pool84": ["--frame", "pool84"],
+            "a3c_kungfu.py --padding 1 --frame pool84": ["--padding", "1", "--frame", "pool84"]}
     T, N = 10, 16
-    rollout = torch.randint(0, 256, (T * N, 4, 42, 42), dtype=torch.uint8)
     starts = np.zeros((T, N), np.float32)
-    for name, (channels, hidden, core) in nets.items():
-        model = a3c_kungfu.build_model(a3c_kungfu.parse_args(["--train", "--hidden", str(hidden), "--core", core]))
-        model.body[0] = nn.Conv2d(4, channels, 3, stride=2)
-        model.body[2] = nn.Conv2d(channels, 32, 3, stride=2)
+    for name, flags in nets.items():
+        args = a3c_kungfu.parse_args(["--train", *flags])
+        model = a3c_kungfu.build_model(args)
+        size = a3c_kungfu.SCREEN_SIZE[args.frame]
+        rollout = torch.randint(0, 256, (T * N, 4, size, size), dtype=torch.uint8)
+        if name.startswith("tutorial"):
+            model.body[0] = nn.Conv2d(4, 32, 3, stride=2)
+            model.body[2] = nn.Conv2d(32, 32, 3, stride=2)
 
         def train_step():
             model.zero_grad()

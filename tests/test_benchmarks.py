@@ -17,7 +17,7 @@ RUNS = {
     "bench_carracing.py": (["--seconds", "2"], "speed-up"),
     "bench_cartpole.py": (["--modes", "batch", "--seeds", "1", "--", "--max-steps", "2000", "--eval-every", "1000",
                            "--eval-episodes", "2"], "batch"),
-    "bench_kungfu.py": (["--seconds", "3", "--modes", "batch"], "agent steps/s"),
+    "bench_kungfu.py": (["--seconds", "3", "--modes", "batch", "--nets"], "--padding 1 --frame pool84"),
     "carracing_action_choice.py": (["--checkpoint", ROOT / "pretrained" / "carracing.pt", "--episodes", "1",
                                     "--choices", "mean", "sample"], "sample"),
     "compare_evals.py": (["{tmp}/a.txt", "{tmp}/a.txt", "--bars", "20"], "mean"),
@@ -26,6 +26,7 @@ RUNS = {
                              ""),
     "plot_runs.py": ([CSV, "--out", "{tmp}/r.png"], ""),
     "profile_kungfu_worker.py": (["ff", "2", "1.5"], "per agent step"),
+    "script_sections.py": (["--rev", "HEAD"], "the worker"),
     "summarize_runs.py": ([CSV, "--at", "10000"], "cartpole"),
 }
 

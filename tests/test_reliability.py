@@ -239,3 +239,14 @@ def test_more_workers_than_cores_is_warned_about(name, capsys):
     assert "warning" not in capsys.readouterr().err
     module.parse_args(["--train", "--workers", str(module.CORES + 1)])
     assert "warning: --workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, env_id, module", [
+    ("cartpole", "CartPole-v1", a3c_cartpole), ("kungfu", "ALE/KungFuMaster-v5", a3c_kungfu),
+    ("pong", "ALE/Pong-v5", a3c_kungfu), ("carracing", "CarRacing-v3", a3c_carracing),
+    ("carracing_discrete", "CarRacing-v3", a3c_carracing)])
+def test_every_shipped_checkpoint_loads_weights_only_with_its_step(name, env_id, module):
+    path = ROOT / "pretrained" / f"{name}.pt"
+    model, checkpoint = module.load(path, env_id)
+    assert "optimizer" not in checkpoint and checkpoint["steps"] > 0 and path.stat().st_size < 2_000_000
+    assert set(checkpoint["args"]) >= set(module.SETTINGS)  # every setting has a value, older files included
