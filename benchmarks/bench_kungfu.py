@@ -63,11 +63,12 @@ def network_costs() -> None:
     and of acting (one step of 8 games, a worker's batch), on one core; last, for scale, the
     published agents' network (the DQN paper's Nature CNN on 84x84 frames, one linear head)."""
     torch.set_num_threads(1)
-    nets = {"tutorial (32 channels first, 128 units)": ["--hidden", "128"],
-            "a3c_kungfu.py --core ff (16, 256)": [],
-            "a3c_kungfu.py --core lstm (16, 256)": ["--core", "lstm"],
-            "a3c_kungfu.py --padding 1": ["--padding", "1"],
-            "a3c_kungfu.py --frame pool84": ["--frame", "pool84"],
+    area = ["--frame", "area42", "--padding", "0"]  # ale-py's 42x42 frames, unpadded convolutions
+    nets = {"tutorial (32 channels first, 128 units)": [*area, "--hidden", "128"],
+            "a3c_kungfu.py --core ff (16, 256)": area,
+            "a3c_kungfu.py --core lstm (16, 256)": [*area, "--core", "lstm"],
+            "a3c_kungfu.py --padding 1": ["--frame", "area42", "--padding", "1"],
+            "a3c_kungfu.py --frame pool84": ["--frame", "pool84", "--padding", "0"],
             "a3c_kungfu.py --padding 1 --frame pool84": ["--padding", "1", "--frame", "pool84"]}
     T, N = 10, 16
     starts = np.zeros((T, N), np.float32)
