@@ -596,7 +596,7 @@ class FastCarRacing(CarRacing):
         self.car.draw(self.surf, zoom, trans, angle, False)
         self.surf = pygame.transform.flip(self.surf, False, True)
         self._render_indicators(WINDOW_W, WINDOW_H)
-        if FastCarRacing._font is None:
+        if FastCarRacing._font is None or not pygame.font.get_init():  # (a closed window quits pygame)
             pygame.font.init()
             FastCarRacing._font = pygame.font.Font(pygame.font.get_default_font(), 42)
         text = FastCarRacing._font.render(f"{self.reward:04.0f}", True, (255, 255, 255), (0, 0, 0))

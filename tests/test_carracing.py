@@ -205,7 +205,7 @@ def test_continuous_actions_reach_the_env_as_steer_gas_brake():
     assert abs(env.unwrapped.car.wheels[0].joint.angle) < 0.01  # and no steering
 
 
-def test_test_time_actions_are_drawn_from_the_policy_and_repeat_on_the_same_tracks():
+def test_test_time_actions_are_drawn_from_the_policy_and_repeat_on_the_same_tracks(tmp_path):
     args = carracing.parse_args(["--eval", "--actions", "continuous"])
     assert not args.greedy  # sampling is the default: it drives better (benchmarks/carracing_results.md)
     params = torch.tensor([[0.0, 2.0, 0.0, -1.0]]).repeat(20000, 1)  # Beta(1.69, 1.69) and Beta(3.13, 1.31)
@@ -227,7 +227,9 @@ def test_test_time_actions_are_drawn_from_the_policy_and_repeat_on_the_same_trac
     first, again = (carracing.evaluate(model, args, 2, seed=7) for _ in range(2))
     assert first == again  # the generator is seeded by the first track
     alone = carracing.evaluate(model, args, 1, seed=7)[0]
-    assert carracing.drive(model, args, 7) == pytest.approx(alone)  # --play's episode is --eval --episodes 1's
+    played = carracing.drive(model, args, 7, video=tmp_path / "drive.gif")
+    assert played == pytest.approx(alone)  # --play's episode is --eval --episodes 1's
+    assert (tmp_path / "drive.gif").exists() and (tmp_path / "drive_input.gif").exists()
 
 
 def test_continuous_acting_and_loss_see_the_same_policy():
@@ -276,3 +278,15 @@ def test_bad_input(tmp_path):
     assert "CartPole-v1" in one_line_error(run("--play", "--checkpoint", cartpole, cwd=tmp_path, check=False))
     one_line_error(run("--train", "--action-repeat", "0", cwd=tmp_path, check=False))
     one_line_error(run("--train", "--actions", "joystick", cwd=tmp_path, check=False))
+
+
+def test_a_closed_window_does_not_break_the_next_env(monkeypatch):
+    # closing a "human" env quits pygame, fonts included: --play drives one env per episode
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    args = carracing.parse_args(["--eval", "--actions", "discrete"])
+    for render_mode in ("human", None):
+        env = carracing.make_env(args, render_mode=render_mode)
+        env.reset(seed=3)
+        obs, *_ = env.step(3)
+        env.close()
+    assert obs.shape == (4, 64, 64)
