@@ -645,8 +645,8 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
         step += 1
-        if verbose and time.time() - shown > 5:  # 50 tracks take minutes: say how far they are
-            print(f"  agent step {step} of {MAX_FRAMES // args.action_repeat}", flush=True)
+        if time.time() - shown > 5:  # many tracks take minutes (--eval, validations): say how far they are
+            tqdm.write(f"  evaluating: agent step {step} of {MAX_FRAMES // args.action_repeat}")
             shown = time.time()
     envs.close()
     if verbose:

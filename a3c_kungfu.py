@@ -492,8 +492,8 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
         step += 1
-        if verbose and time.time() - shown > 5:  # full games take minutes: say how far they are
-            print(f"  agent step {step}: {finished.sum()} of {episodes} games over", flush=True)
+        if time.time() - shown > 5:  # full games take minutes (--eval, validations): say how far they are
+            tqdm.write(f"  evaluating: agent step {step}, {finished.sum()} of {episodes} games over")
             shown = time.time()
     envs.close()
     if verbose:
