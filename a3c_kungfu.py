@@ -14,8 +14,7 @@ local copy of one shared actor-critic network. A worker repeats:
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s; theta')
     3. n-step return:                              R_t = r_t + gamma * R_{t+1},  R_n = V(s_n)
-       advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda), lambda 0.95 here;
-                                                   then scaled to mean 0, std 1 over the update)
+       advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda), lambda 0.95 here)
     4. loss = -mean(log pi(a_t | s_t) * A_t)             policy gradient, A_t held constant
               + value_coef   * mean((R_t - V(s_t))^2)    critic regression
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
@@ -24,10 +23,11 @@ local copy of one shared actor-critic network. A worker repeats:
 Atari specifics: the modern ALE protocol (Machado et al. 2018), in training and every evaluation:
 sticky actions (the previous action repeats with probability 0.25), frame skip 4, the game's
 minimal action set, full games up to 108,000 frames, 4 stacked 42x42 grayscale frames (--frame:
-ale-py's 42x42 resize, or 84x84 max-pooled to 42x42, which keeps a small ball bright). Training
+84x84 max-pooled to 42x42, which keeps a small ball bright, or ale-py's 42x42 resize). Training
 sees clipped rewards sign(r) and treats a lost life as the end of the value's horizon; every
 score printed, logged or plotted is the raw score of full games. --env-id takes any ALE v5 game,
-with one set of defaults for all (benchmarks/atari_recipes.md: short runs on KungFuMaster and Pong).
+with one set of defaults for all (benchmarks/atari_recipes.md: short runs on Breakout, KungFuMaster
+and Pong).
 
 The network: three convolutions, a fully connected layer and, with --core lstm, an LSTM (the A3C
 paper's best Atari agent). Each worker steps a small batch of games with batched forward passes:
@@ -91,22 +91,23 @@ SETTINGS = {
     "gae_lambda": (0.95, "GAE lambda; 1.0 is the paper's n-step advantage"),
     "lr": (4e-4, "Adam learning rate (at the start, with --lr-schedule linear)"),
     "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
-    "entropy_coef": (0.01, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
+    "entropy_coef": (0.004, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
     "entropy_schedule": ("constant", "linear: the entropy bonus's weight falls to 0 at --max-steps, as the learning "
                                    "rate does (see entropy_weight)", ("linear", "constant")),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (0.5, "clip each update's gradient norm to this"),
-    "normalize_advantages": (True, "scale each update's advantages to mean 0 and std 1"),
-    "frame": ("area42", "the frames the network sees: ale-py's 42x42 area resize, or 84x84 max-pooled 2x2 "
+    "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1 (then a batch that holds "
+                                    "one reward weighs as much as one full of them)"),
+    "frame": ("pool84", "the frames the network sees: ale-py's 42x42 area resize, or 84x84 max-pooled 2x2 "
                         "to 42x42 by the network", tuple(SCREEN_SIZE)),
-    "padding": (0, "padding of the 3x3 convolutions: with 0, the frame's last 3 rows and columns never reach "
+    "padding": (1, "padding of the 3x3 convolutions: with 0, the frame's last 3 rows and columns never reach "
                    "the network", (0, 1)),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (math.inf, "also stop after this much wall time, earlier runs joined by --resume included"),
-    "eval_every": (1_000_000, "validation every this many agent steps"),
-    "eval_episodes": (8, "games per validation"),
+    "eval_every": (500_000, "validation every this many agent steps"),
+    "eval_episodes": (16, "games per validation"),
     "solve_score": (math.inf, "stop once a validation's mean score reaches this"),
 }
 ARCHITECTURE = ("env_id", "hidden", "core", "frame", "padding")  # a resumed run keeps them: its weights are made for them

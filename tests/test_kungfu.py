@@ -22,7 +22,8 @@ def run(*flags, cwd, check=True, timeout=300):
 def test_protocol_minimal_action_set_of_each_game(env_id, n_actions):
     args = kungfu.parse_args(["--train", "--env-id", env_id])
     env = kungfu.make_env(args)
-    assert env.action_space.n == n_actions and env.observation_space.shape == (4, 42, 42)
+    size = kungfu.SCREEN_SIZE[args.frame]
+    assert env.action_space.n == n_actions and env.observation_space.shape == (4, size, size)
     env.close()
     envs = kungfu.make_vector_env(args, 2)
     assert envs.single_action_space.n == n_actions
@@ -65,7 +66,7 @@ class ScriptedGames:
 
 
 def test_training_sees_clipped_rewards_and_life_loss_but_scores_stay_raw():
-    args = kungfu.parse_args(["--train", "--rollout-len", "3"])
+    args = kungfu.parse_args(["--train", "--rollout-len", "3", "--frame", "area42"])
     rollouts = kungfu.Rollouts(ScriptedGames(), seed=0)
     rollout, finished = rollouts.collect(kungfu.build_model(args), args)
     np.testing.assert_array_equal(rollout["rewards"], [[1, 0], [1, 1], [0, 0]])  # sign(r)
