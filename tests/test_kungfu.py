@@ -117,11 +117,11 @@ def test_the_frame_setting_max_pools_84x84_frames_and_old_checkpoints_keep_42x42
     bright = torch.zeros(1, 4, 84, 84, dtype=torch.uint8)
     bright[..., 61, 33] = 200  # one bright pixel, as a ball: max-pooling keeps it, averaging would dim it
     assert model.frames(bright).max() == 200
-    shipped = torch.load(ROOT / "pretrained" / "pong.pt", weights_only=True)
+    shipped = torch.load(ROOT / "pretrained" / "kungfu.pt", weights_only=True)
     assert "frame" not in shipped["args"]  # saved before the setting existed
     old = tmp_path / "old.pt"
     torch.save(shipped, old)
-    model, checkpoint = kungfu.load(old, "ALE/Pong-v5")
+    model, checkpoint = kungfu.load(old, "ALE/KungFuMaster-v5")
     assert checkpoint["args"]["frame"] == "area42" and not model.pool
 
 
