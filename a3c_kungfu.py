@@ -96,10 +96,9 @@ SETTINGS = {
                                    "rate does (see entropy_weight)", ("linear", "constant")),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (0.5, "clip each update's gradient norm to this"),
-    "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1 (then a batch that holds "
-                                    "one reward weighs as much as one full of them)"),
-    "frame": ("pool84", "the frames the network sees: ale-py's 42x42 area resize, or 84x84 max-pooled 2x2 "
-                        "to 42x42 by the network", tuple(SCREEN_SIZE)),
+    "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
+    "frame": ("pool84", "the frames the network sees: 84x84 max-pooled 2x2 to 42x42 by the network, or "
+                        "ale-py's 42x42 area resize", tuple(SCREEN_SIZE)),
     "padding": (1, "padding of the 3x3 convolutions: with 0, the frame's last 3 rows and columns never reach "
                    "the network", (0, 1)),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
@@ -116,8 +115,8 @@ BEFORE_SETTINGS_EXISTED = {"frame": "area42", "padding": 0}  # what a checkpoint
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
-    """Three 3x3 stride-2 convolutions of 16, 32 and 32 channels (42 -> 20 -> 9 -> 4 pixels; with
-    --padding 1, 42 -> 21 -> 11 -> 6, and the frame's last 3 rows and columns count too), a
+    """Three 3x3 stride-2 convolutions of 16, 32 and 32 channels (42 -> 21 -> 11 -> 6 pixels; with
+    --padding 0, 42 -> 20 -> 9 -> 4, and the frame's last 3 rows and columns never count), a
     fully connected layer, an optional LSTM core, the policy and value heads. The core's state is
     the LSTM's h and c side by side, or empty ([N, 0]) for the feed-forward core. The loss runs
     the convolutions once over a rollout (encode) and steps only the core through time (unroll)."""
