@@ -243,7 +243,8 @@ def test_more_workers_than_cores_is_warned_about(name, capsys):
 
 @pytest.mark.parametrize("name, env_id, module", [
     ("cartpole", "CartPole-v1", a3c_cartpole), ("kungfu", "ALE/KungFuMaster-v5", a3c_kungfu),
-    ("pong", "ALE/Pong-v5", a3c_kungfu), ("breakout", "ALE/Breakout-v5", a3c_kungfu), ("carracing", "CarRacing-v3", a3c_carracing),
+    ("pong", "ALE/Pong-v5", a3c_kungfu), ("breakout", "ALE/Breakout-v5", a3c_kungfu),
+    ("spaceinvaders", "ALE/SpaceInvaders-v5", a3c_kungfu), ("carracing", "CarRacing-v3", a3c_carracing),
     ("carracing_discrete", "CarRacing-v3", a3c_carracing)])
 def test_every_shipped_checkpoint_loads_weights_only_with_its_step(name, env_id, module):
     path = ROOT / "pretrained" / f"{name}.pt"
