@@ -13,7 +13,7 @@ environments and a local copy of one shared actor-critic network. A worker repea
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s, h; theta'), h the recurrent state
     3. n-step return:                              R_t = r_t + gamma * R_{t+1},  R_n = V(s_n)
-       advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda) with lambda=1)
+       advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda), lambda 0.95 here)
     4. loss = -mean(log pi(a_t | s_t) * A_t)             policy gradient, A_t held constant
               + value_coef   * mean((R_t - V(s_t))^2)    critic regression
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
@@ -90,7 +90,7 @@ SETTINGS = {
     "num_envs": (4, "--mode batch: environments in the one vector"),
     "rollout_len": (20, "n: steps per update per environment (t_max), the length of backpropagation through time"),
     "gamma": (0.99, "discount factor"),
-    "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
+    "gae_lambda": (0.95, "GAE lambda; 1.0 is the paper's n-step advantage"),
     "lr": (1e-4, "Adam learning rate (at the start, with --lr-schedule linear)"),
     "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
     "entropy_coef": (0.01, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
@@ -103,10 +103,10 @@ SETTINGS = {
                           "worth more, which clipping to [-1, 1] would not"),
     "hidden": (256, "units of the GRU core"),
     "patience": (50, "training only: end an episode after this many agent steps in a row with negative reward"),
-    "max_steps": (2_500_000, "the budget: stop after this many agent steps (4 frames each)"),
+    "max_steps": (3_000_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (4 * 3600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (100_000, "validation every this many agent steps"),
-    "eval_episodes": (8, "episodes per validation, on the same validation tracks every time"),
+    "eval_episodes": (32, "episodes per validation, on the same validation tracks every time"),
     "solve_score": (math.inf, "stop once a validation's mean return reaches this"),
 }
 ARCHITECTURE = ("actions", "hidden", "action_repeat")  # a resumed run keeps them: its weights are made for them
@@ -220,8 +220,8 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
         output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[extra_step])),
                                     states[torch.as_tensor(extra_step)])
         next_values[extra_step] = model.heads(output)[1].numpy()
-    # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
-    # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
+    # 3. advantages A_t (GAE; lambda 1 gives R_t - V(s_t)) and targets A_t + V(s_t), from values without
+    # gradient: the advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)

@@ -205,8 +205,8 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
         output, _ = model.core_step(model.encode(torch.as_tensor(next_obs[extra_step])),
                                     states[torch.as_tensor(extra_step)])
         next_values[extra_step] = model.heads(output)[1].numpy()
-    # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
-    # advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
+    # 3. advantages A_t (GAE; lambda 1 gives R_t - V(s_t)) and targets A_t + V(s_t), from values without
+    # gradient: the advantage weighs the policy gradient and must not itself be pushed by it ("held constant")
     advantages, returns = gae_advantages(rewards, values.detach().numpy(), next_values,
                                          terminated, truncated, args.gamma, args.gae_lambda)
     advantages, returns = torch.as_tensor(advantages), torch.as_tensor(returns)
