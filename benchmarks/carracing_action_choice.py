@@ -74,7 +74,8 @@ def main() -> None:
         sys.exit(f"{options.checkpoint} drives with discrete actions; this compares continuous ones")
     print(f"{options.checkpoint}: {checkpoint['steps']} agent steps; "
           f"{options.episodes} tracks from seed {options.seed}")
-    carracing.SteerAndPedal.action = scaled_pedal(*options.pedal)
+    if options.pedal != [1.0, 1.0]:  # the stock controls unless asked: no extra call per frame
+        carracing.SteerAndPedal.action = scaled_pedal(*options.pedal)
     sample = carracing.test_actions
     choices = {name: sample if name == "sample" else  # what evaluate() calls
                lambda params, args, rng, choose=GREEDY[name]: choose(params).numpy() for name in options.choices}
