@@ -1,12 +1,12 @@
-"""A3C (Asynchronous Advantage Actor-Critic) on CartPole-v1, the reference script of this repo.
+"""A3C (Asynchronous Advantage Actor-Critic) on CartPole-v1: the reference script, to read first.
 
-    python a3c_cartpole.py --train              # train until solved (a few seconds), save, plot
-    python a3c_cartpole.py --play               # watch the greedy agent (a GIF when headless)
+    python a3c_cartpole.py --train              # train until solved (seconds), keep the best weights, plot
+    python a3c_cartpole.py --play               # watch the agent (a GIF when headless)
     python a3c_cartpole.py --eval               # 30 held-out episodes (seeds from 1,000,000)
-    python a3c_cartpole.py --train --mode batch # the other modes: processes, threads, batch, ga3c
+    python a3c_cartpole.py --train --mode batch # the modes: processes, threads, batch, ga3c
 
-A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783): several workers, each with its own
-environments and a local copy of one shared actor-critic network. A worker repeats:
+A3C (Mnih et al. 2016, https://arxiv.org/abs/1602.01783): workers, each with its own environments
+and a local copy of one shared actor-critic network, repeat:
 
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s; theta') (an episode that ends in them starts again)
@@ -18,26 +18,16 @@ environments and a local copy of one shared actor-critic network. A worker repea
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
-There is no lock around step 5 between processes ("Hogwild"): updates may interleave, which
-works because each one is small. Hogwild updates are not bit-reproducible, even with --seed.
-
-Modes (--mode):
-    processes  real A3C: worker processes update a model in shared memory (the default)
-    threads    the same worker function in threads; the GIL lets only one run Python at a time
-    batch      one learner steps a vector of environments in lock-step (synchronous A2C)
-    ga3c       workers only act and queue their rollouts; one trainer learns from batches of them
-
-`--train` stops once solved: a validation (--eval-episodes greedy episodes every --eval-every
-steps) with a mean of --solve-score (500, the maximum); those weights are the checkpoint.
-
-Seeds: training envs start below 500,000 (new ones after every --resume), every validation plays
-the same seeds from 500,000, --eval and --play from 1,000,000, which no training run sees.
+No lock guards step 5 between processes ("Hogwild"): updates may interleave, which works because
+each is small, and makes runs not bit-reproducible, even with --seed. --mode: processes is A3C,
+threads the same workers as threads, batch synchronous A2C (one learner, one vector of envs),
+ga3c workers that only act and one trainer that learns. Seeds: training envs below 500,000,
+validations the same seeds from 500,000, --eval and --play from 1,000,000, unseen in training.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import math
 import os
 import queue
@@ -56,7 +46,6 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
-from tqdm import tqdm
 
 from a3c_util import entropy_from_logits, gae_advantages
 
@@ -79,29 +68,21 @@ SETTINGS = {
     "rollout_len": (20, "n: steps per update per environment (t_max)"),
     "gamma": (0.99, "discount factor"),
     "gae_lambda": (1.0, "GAE lambda; 1.0 is the paper's n-step advantage"),
-    "lr": (3e-3, "Adam learning rate (at the start, with --lr-schedule linear)"),
-    "lr_schedule": ("constant", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
-    "entropy_coef": (0.01, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
-    "entropy_schedule": ("constant", "linear: the entropy bonus's weight falls to 0 at --max-steps, as the learning "
-                                   "rate does (see entropy_weight)", ("linear", "constant")),
+    "lr": (3e-3, "Adam learning rate"),
+    "entropy_coef": (0.01, "weight of the entropy bonus"),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (1.0, "clip each update's gradient norm to this"),
-    "epsilon": (0.0, "probability of a uniform random action instead of sampling pi (off-policy: see act)"),
     "hidden": (64, "hidden units of the actor and critic MLPs"),
     "max_steps": (1_000_000, "the budget: stop after this many agent steps"),
-    "max_seconds": (600.0, "also stop after this much wall time, earlier runs joined by --resume included"),
     "eval_every": (10_000, "validation every this many agent steps"),
     "eval_episodes": (20, "episodes per validation"),
     "solve_score": (500.0, "stop once a validation's mean return reaches this"),
 }
-ARCHITECTURE = ("hidden",)  # settings a resumed run cannot change: its weights are made for them
-BEFORE_SETTINGS_EXISTED = {}  # what a checkpoint saved before a setting existed was made with
 
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs: on CartPole the critic's large squared errors would
-    otherwise swamp the policy's gradient in a shared trunk."""
+    """Separate actor and critic MLPs: in a shared trunk the critic's large errors would swamp the policy's."""
 
     def __init__(self, obs_size: int, n_actions: int, hidden: int):
         super().__init__()
@@ -123,12 +104,9 @@ def build_model(args: argparse.Namespace) -> ActorCritic:
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated,
              args: argparse.Namespace, steps: int = 0) -> tuple[torch.Tensor, list[float]]:
-    """The A3C loss of one rollout (arrays [T, N] per step; obs [T, N, obs_size]), and its terms
-    (the LOSS_TERMS but the gradient norm) for the log; steps, the agent steps taken so far, sets
-    the entropy bonus's weight."""
+    """The A3C loss of one rollout (arrays [T, N, ...]) and its terms for the log (steps: unused here)."""
     logits, values = model(torch.as_tensor(obs))
-    # V(s_{t+1}) for every step: the critic is tiny, so it simply runs on every next_obs (the
-    # pixel scripts reuse the next row's V(s_t) instead, to save a forward pass of the conv net)
+    # V(s_{t+1}): the critic is tiny, so it runs on every next_obs (the pixel scripts save that pass)
     with torch.no_grad():  # bootstrap targets are constants, no gradient through them
         next_values = model.critic(torch.as_tensor(next_obs)).squeeze(-1).numpy()
     # 3. R_t = r_t + gamma * R_{t+1} and A_t = R_t - V(s_t), from values without gradient: the
@@ -142,24 +120,8 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     policy_loss = -(log_probs * advantages).mean()
     value_loss = (returns - values).pow(2).mean()
     entropy = entropy_from_logits(logits).mean()
-    loss = policy_loss + args.value_coef * value_loss - entropy_weight(args, steps) * entropy
+    loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
     return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
-
-
-def schedule(kind: str, steps: int, max_steps: int) -> float:
-    """What a scheduled setting is multiplied by: 1 if "constant"; if "linear", falling from 1 at
-    step 0 to 0 at max_steps (the A3C paper's learning rate). See entropy_weight and learning_rate."""
-    return 1.0 if kind == "constant" else max(0.0, 1.0 - steps / max_steps)
-
-
-def entropy_weight(args: argparse.Namespace, steps: int) -> float:
-    """The entropy bonus's weight: constant, or falling linearly to 0 at --max-steps.
-
-    Why it may fall: the policy gradient is as large as the advantages, and they shrink once the
-    critic predicts the returns well; a bonus of fixed weight then wins, and the policy drifts
-    back towards random. Adam scales each step to the gradient's size, so a falling learning rate
-    alone does not change which term wins; a falling weight does."""
-    return args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -171,7 +133,7 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> No
     while not shared.stop.is_set() and os.getppid() == shared.parent_pid:  # (parent gone: leave)
         local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
         rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-        steps = shared.global_steps.value  # sets the entropy weight and the learning rate (see schedule)
+        steps = shared.global_steps.value  # all workers' steps so far: what any schedule follows
         loss, terms = a3c_loss(local_model, **rollout, args=args, steps=steps)  # 3. and 4.
         grad_norm = update_shared_model(loss, local_model, shared, args, steps)  # 5.
         report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
@@ -185,33 +147,29 @@ class Shared(NamedTuple):
     optimizer: SharedAdam  # its step count and moments are in shared memory too
     global_steps: Any = None  # agent steps taken by all workers together
     stop: Any = None  # an Event: the parent tells every worker to leave its loop
-    episode_returns: Any = None  # a queue of the raw returns of finished episodes, for the log
-    loss_sums: Any = None  # running sums of the loss terms, for the log (see add_to)
-    errors: Any = None  # a queue for a failed worker's traceback
+    reports: Any = None  # a queue to the parent: ("episode", raw return), ("losses", terms), ("error", text)
     parent_pid: int = 0  # a worker process leaves when its parent is gone (threads: the process's parent)
     update_lock: Any = nullcontext()  # threads lock step 5 (they share one .grad); processes need none
     rollout_queue: Any = None  # GA3C: actors queue their rollouts for the trainer
-
-
-# what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each
-ROLLOUT_DTYPES = {"obs": np.float32, "actions": np.int64, "rewards": np.float32, "next_obs": np.float32,
-                  "terminated": np.float32, "truncated": np.float32}
 
 
 class Rollouts:
     """Steps a vector of envs with a model; keeps each env's raw return across rollouts."""
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int):
-        self.envs, self.rng = envs, np.random.default_rng(seed)
+        self.envs = envs
         self.obs, _ = envs.reset(seed=seed)  # env i starts from seed + i, later episodes from its own RNG
         self.scores = np.zeros(envs.num_envs)
 
     def collect(self, model: ActorCritic, args: argparse.Namespace) -> tuple[dict, list[float]]:
-        """n steps of every env: the rollout arrays [T, N] and the raw returns of finished episodes."""
+        """n steps of every env: the arrays [T, N, ...] a3c_loss takes, the raw returns of finished episodes."""
         steps, finished = [], []
         for _ in range(args.rollout_len):
             with torch.no_grad():
-                actions = act(model.actor(torch.as_tensor(self.obs)), args.epsilon, self.rng)
+                logits = model.actor(torch.as_tensor(self.obs))
+            if not logits.isfinite().all():  # diverged weights: say so, before the sampler fails on them
+                raise TrainingFailed("the policy's outputs are not finite: training diverged")
+            actions = torch.multinomial(torch.softmax(logits, -1), 1).view(-1).numpy()  # a ~ pi(.|s), it explores
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
             real_next_obs = next_obs.copy()  # where an episode ended, its final obs (not the reset one)
@@ -223,26 +181,12 @@ class Rollouts:
             finished += self.scores[done].tolist()
             self.scores[done] = 0.0
             self.obs = next_obs
-        rollout = {key: np.asarray([step[key] for step in steps], dtype) for key, dtype in ROLLOUT_DTYPES.items()}
-        return rollout, finished
-
-
-def act(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Sample a ~ pi(.|s); with probability epsilon take a uniform random action instead.
-
-    epsilon > 0 makes the update off-policy: the loss still treats each action as drawn from pi,
-    which biases the gradient a little. It is 0 by default; the entropy bonus explores instead."""
-    actions = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1).view(-1).numpy()
-    if epsilon > 0:
-        explore = rng.random(actions.shape) < epsilon
-        actions = np.where(explore, rng.integers(logits.shape[-1], size=actions.shape), actions)
-    return actions
+        return {key: np.asarray([step[key] for step in steps], np.int64 if key == "actions" else np.float32)
+                for key in steps[0]}, finished
 
 
 def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args, steps: int) -> float:
-    """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
-    shared optimizer at the learning rate of `steps` (a single learner's local copy is the shared
-    model); returns the norm before clipping."""
+    """Step 5: the local gradient, clipped, applied to the shared weights; its norm before clipping."""
     local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
@@ -250,27 +194,22 @@ def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shar
         raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
     with shared.update_lock:  # Hogwild: processes apply their updates without a lock
         hand_over_gradients(local_model, shared.model)
-        shared.optimizer.step(learning_rate(args, steps))  # the shared weights and the shared Adam moments
+        shared.optimizer.step(args.lr)  # the shared weights and the shared Adam moments
     return grad_norm
 
 
 def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
-    """Point the shared parameters' .grad at this update's local gradients.
-
-    Done on every update: local_model.zero_grad() sets the local grads to None before each
-    backward, so backward makes fresh tensors, and the shared model must see each new one
-    (copying only `if shared.grad is None` would freeze the shared gradient at the first update).
-    In worker processes .grad is a per-process attribute; only the weights live in shared memory."""
+    """Point the shared parameters' .grad at this update's local gradients, on every update: each
+    backward after zero_grad() makes new tensors (handing over only `if shared.grad is None` would
+    freeze the shared gradient at the first update). .grad is per process; the weights are shared."""
     for local, shared in zip(local_model.parameters(), shared_model.parameters()):
         shared.grad = local.grad
 
 
 class SharedAdam:
-    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory: the
-    step count t and the moments m and v are shared by all workers, like the weights (an
-    optimizer made inside each worker would silently give each its own moments). The caller
-    passes each step's learning rate. Written out: the maths fits in a few lines, and
-    torch.optim's first use costs a second."""
+    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its step count t and moments m, v in
+    shared memory, like the weights: an optimizer made inside each worker would silently give each
+    its own moments. Written out, as the maths fits in a few lines; the caller passes the lr."""
 
     def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
@@ -290,53 +229,28 @@ class SharedAdam:
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)   # v <- b2 v + (1 - b2) g^2
             p.addcdiv_(m, v.sqrt().add_(self.eps), value=-step_size)  # theta <- theta - lr m / sqrt(v)
 
-    def state_dict(self) -> dict:
-        return {"t": self.t, "m": self.m, "v": self.v}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.t.copy_(state["t"])  # copy_ into the shared tensors keeps them shared
-        for mine, saved in zip(self.m + self.v, state["m"] + state["v"]):
-            mine.copy_(saved)
-
-
-def learning_rate(args: argparse.Namespace, steps: int) -> float:
-    """The learning rate at `steps`: --lr times its schedule (--lr-schedule)."""
-    return args.lr * schedule(args.lr_schedule, steps, args.max_steps)
-
 
 def report(shared: Shared, finished: list[float], terms: list[float], steps: int) -> None:
     """Tell the parent: the raw returns of finished episodes, one update's loss terms, the steps taken."""
     for episode_return in finished:
-        shared.episode_returns.put(episode_return)
-    add_to(shared.loss_sums, terms)
+        shared.reports.put(("episode", episode_return))
+    shared.reports.put(("losses", terms))
     with shared.global_steps.get_lock():
         shared.global_steps.value += steps
-
-
-def add_to(loss_sums, terms: list[float]) -> None:
-    """Add one update's loss terms to the running sums the log averages (the last slot counts updates)."""
-    with loss_sums.get_lock():
-        for i, value in enumerate(terms):
-            loss_sums[i] += value
-        loss_sums[len(terms)] += 1
 
 
 # --------------------------------------------------------------------------- the modes
 def train_processes(args, model, optimizer, run, use_threads: bool = False) -> None:
     """A3C proper: workers run asynchronously against the shared model. As threads (--mode threads)
     the code is the same, but the GIL runs one thread's Python at a time: no faster than one worker."""
-    if use_threads:
-        Worker, shared = threading.Thread, Shared(
-            model, optimizer, global_steps=mp.Value("q", run.steps), stop=threading.Event(),
-            episode_returns=queue.Queue(), loss_sums=run.log.loss_sums, errors=queue.Queue(),
-            parent_pid=os.getppid(), update_lock=threading.Lock())  # a thread's parent is the process's
-    else:
-        # fork starts workers without importing torch again; macOS and Windows use their default, spawn
-        ctx = mp.get_context("fork" if sys.platform == "linux" else None)
-        Worker, shared = ctx.Process, Shared(
-            model, optimizer, global_steps=ctx.Value("q", run.steps), stop=ctx.Event(),
-            episode_returns=ctx.SimpleQueue(), loss_sums=run.log.loss_sums, errors=ctx.SimpleQueue(),
-            parent_pid=os.getpid())
+    # fork starts workers without importing torch again; macOS and Windows use their default, spawn
+    ctx = mp.get_context("fork" if sys.platform == "linux" else None)
+    Worker = threading.Thread if use_threads else ctx.Process
+    shared = Shared(model, optimizer, global_steps=ctx.Value("q", run.steps),
+                    stop=threading.Event() if use_threads else ctx.Event(),
+                    reports=queue.Queue() if use_threads else ctx.SimpleQueue(),
+                    parent_pid=os.getppid() if use_threads else os.getpid(),  # a thread's parent is the process's
+                    update_lock=threading.Lock() if use_threads else nullcontext())  # threads share one .grad
     model.share_memory()  # the weights every worker reads and writes
     workers = [Worker(target=run_worker, daemon=True,
                       args=(worker, rank, training_seed(args.seed, rank, run.steps), args, shared))
@@ -344,13 +258,9 @@ def train_processes(args, model, optimizer, run, use_threads: bool = False) -> N
     for w in workers:
         w.start()
     try:
-        while True:
-            while not shared.episode_returns.empty():
-                run.episode(shared.episode_returns.get())
-            check_alive(workers, shared.errors)
-            if run.tick(shared.global_steps.value):
-                break
+        while not run.tick(shared.global_steps.value):
             time.sleep(0.02)
+            take_reports(run, shared.reports, workers)
     finally:
         stop_workers(workers, shared.stop)
 
@@ -364,8 +274,7 @@ def train_batch(args, model, optimizer, run) -> None:
         while True:
             rollout, finished = rollouts.collect(model, args)
             loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
-            grad_norm = update_shared_model(loss, model, shared, args, run.steps)
-            add_to(run.log.loss_sums, [*terms, grad_norm])
+            run.terms.append([*terms, update_shared_model(loss, model, shared, args, run.steps)])
             for episode_return in finished:
                 run.episode(episode_return)
             if run.tick(run.steps + args.rollout_len * args.num_envs):
@@ -380,7 +289,7 @@ def ga3c_actor(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -
     while not shared.stop.is_set() and os.getppid() == shared.parent_pid:
         rollout, finished = rollouts.collect(shared.model, args)  # the trainer's weights, read directly
         for episode_return in finished:
-            shared.episode_returns.put(episode_return)
+            shared.reports.put(("episode", episode_return))
         while not shared.stop.is_set():  # wait while the trainer is behind, but not past a stop
             with suppress(queue.Full):
                 shared.rollout_queue.put(rollout, timeout=0.1)
@@ -388,14 +297,11 @@ def ga3c_actor(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -
 
 
 def train_ga3c(args, model, optimizer, run) -> None:
-    """GA3C (Babaeizadeh et al. 2017): actors feed a training queue, one trainer updates.
-
-    The trainer's model can be a few updates ahead of the weights an actor used ("policy lag");
-    GA3C accepts that bias for the throughput of batched updates."""
+    """GA3C (Babaeizadeh et al. 2017): actors feed a queue, one trainer learns, a few updates ahead ("policy lag")."""
     ctx = mp.get_context("fork" if sys.platform == "linux" else None)
     model.share_memory()  # actors read the trainer's weights directly
-    shared = Shared(model, optimizer, stop=ctx.Event(), episode_returns=ctx.SimpleQueue(), errors=ctx.SimpleQueue(),
-                    parent_pid=os.getpid(), rollout_queue=ctx.Queue(maxsize=4 * args.ga3c_batch))
+    shared = Shared(model, optimizer, stop=ctx.Event(), reports=ctx.SimpleQueue(), parent_pid=os.getpid(),
+                    rollout_queue=ctx.Queue(maxsize=4 * args.ga3c_batch))
     actors = [ctx.Process(target=run_worker, daemon=True,
                           args=(ga3c_actor, rank, training_seed(args.seed, rank, run.steps), args, shared))
               for rank in range(args.workers)]
@@ -405,18 +311,13 @@ def train_ga3c(args, model, optimizer, run) -> None:
         while True:
             batch = []
             while len(batch) < args.ga3c_batch:
-                try:
+                with suppress(queue.Empty):
                     batch.append(shared.rollout_queue.get(timeout=0.5))
-                except queue.Empty:
-                    check_alive(actors, shared.errors)  # a dead actor must not leave the trainer waiting
+                take_reports(run, shared.reports, actors)  # a dead actor must not leave the trainer waiting
             # rollouts side by side: arrays [T, batch * N], as one vector env would give
             rollout = {k: np.concatenate([r[k] for r in batch], axis=1) for k in batch[0]}
             loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
-            grad_norm = update_shared_model(loss, model, shared, args, run.steps)
-            add_to(run.log.loss_sums, [*terms, grad_norm])
-            while not shared.episode_returns.empty():
-                run.episode(shared.episode_returns.get())
-            check_alive(actors, shared.errors)
+            run.terms.append([*terms, update_shared_model(loss, model, shared, args, run.steps)])
             if run.tick(run.steps + args.rollout_len * args.envs_per_worker * args.ga3c_batch):
                 break
     finally:
@@ -428,45 +329,42 @@ def make_env(args: argparse.Namespace, render_mode: str | None = None) -> gym.En
     return gym.make(args.env_id, render_mode=render_mode)
 
 
-def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> gym.vector.VectorEnv:
-    """num_envs envs stepped in this process (CartPole trains on the env as evaluated: `training`
-    changes nothing here). SAME_STEP autoreset: a finished env is reset inside step() and its
-    final observation is handed back in info["final_obs"], which a truncation bootstraps from."""
-    return gym.vector.SyncVectorEnv([lambda: make_env(args) for _ in range(num_envs)],
+def make_vector_env(args, num_envs: int, training: bool = False, render_mode=None) -> gym.vector.VectorEnv:
+    """num_envs envs in this process, for training as for evaluation. SAME_STEP autoreset: a finished
+    env is reset inside step() and hands its final obs back in info["final_obs"] (to bootstrap from)."""
+    return gym.vector.SyncVectorEnv([lambda: make_env(args, render_mode) for _ in range(num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 # =========================================================================================== PLUMBING
-# The reinforcement learning is all above. Below: evaluation and play, the training log,
-# checkpoints, the plot, the command line and the parent's side of training.
+# The reinforcement learning is all above; below: evaluation and play, checkpoints, the command line...
 
 
 # --------------------------------------------------------------------------- evaluation and play
-def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
-             verbose: bool = False) -> list[float]:
+def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int, verbose: bool = False,
+             render_mode: str | None = None, frames: list | None = None) -> list[float]:
     """Returns of `episodes` full episodes (actions: see test_actions), seeds seed, seed+1, ..., side
-    by side in a vector env so that each step is one batched forward pass."""
-    envs = make_vector_env(args, episodes)
+    by side in a vector env so that each step is one batched forward pass; drawn for --play."""
+    envs = make_vector_env(args, episodes, render_mode=render_mode)
     obs, _ = envs.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    returns, finished = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    rng, returns, finished = np.random.default_rng(seed), np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not finished.all():
+        if render_mode == "rgb_array":
+            frames.append(envs.render()[0][::2, ::2])  # half size keeps the GIF small
         with torch.no_grad():
             actions = test_actions(model.actor(torch.as_tensor(obs)), args, rng)
         obs, rewards, terminated, truncated, _ = envs.step(actions)
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
     envs.close()
-    if verbose:
-        for i, ret in enumerate(returns):
-            print(f"episode {i + 1:3d} (seed {seed + i}): return {ret:.1f}")
+    for i, ret in enumerate(returns if verbose else []):
+        print(f"episode {i + 1:3d} (seed {seed + i}): return {ret:.1f}")
     return returns.tolist()
 
 
 def test_actions(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
-    """The action of --eval, --play and the validations, one per env: the most likely one (--greedy,
-    the default here), or drawn from pi as in training (inverse CDF, by numpy's generator seeded by
-    the first episode's seed, so a result repeats)."""
+    """The test-time action, one per env: the most likely (--greedy, the default here), or drawn from pi
+    by numpy's generator seeded with the first episode's seed (inverse CDF), so a result repeats."""
     if args.greedy:
         return logits.argmax(-1).numpy()
     cumulative = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
@@ -474,165 +372,58 @@ def test_actions(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.
 
 
 def play(model: ActorCritic, args: argparse.Namespace) -> None:
-    """Episodes in a window, or, without a display, recorded to a GIF. Episode k plays as
-    `--eval --episodes 1 --seed SEED+k` does: the same seed and the same action draws."""
-    headless = not has_display()
-    env = make_env(args, render_mode="rgb_array" if headless else "human")
+    """Episodes in a window, or, without a display, recorded to a GIF. Episode k is
+    `--eval --episodes 1 --seed SEED+k`, drawn: the same seed and the same action draws."""
+    headless = sys.platform not in ("win32", "darwin") and not any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
+    if headless:  # SDL draws off screen (without an XDG_RUNTIME_DIR error)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     frames = []
     for episode in range(args.episodes):
-        obs, _ = env.reset(seed=args.seed + episode)
-        rng, done, episode_return = np.random.default_rng(args.seed + episode), False, 0.0
-        while not done:
-            if headless:
-                frames.append(env.render()[::2, ::2])  # half size keeps the GIF small
-            with torch.no_grad():
-                action = test_actions(model.actor(torch.as_tensor(obs).unsqueeze(0)), args, rng)[0]
-            obs, reward, terminated, truncated, _ = env.step(action)
-            episode_return += reward
-            done = terminated or truncated
+        episode_return = evaluate(model, args, 1, args.seed + episode, render_mode="rgb_array" if headless else "human",
+                                  frames=frames)[0]
         print(f"episode {episode + 1} (seed {args.seed + episode}): return {episode_return:.1f}")
-    env.close()
-    if headless:
-        save_gif(frames[::2], args.video, milliseconds=40)  # every other frame, at 25 fps
-
-
-def has_display() -> bool:
-    """A window can be opened; if not, SDL draws off screen (without an XDG_RUNTIME_DIR error)."""
-    display = sys.platform in ("win32", "darwin") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
-    if not display:
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    return display
-
-
-def save_gif(frames: list, path: Path, milliseconds: int) -> None:
-    from PIL import Image  # comes with matplotlib
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
-    print(f"no display found: wrote {path.resolve()}")
-
-
-# --------------------------------------------------------------------------- the training log
-class TrainingLog:
-    """The progress bar and the metrics CSV: one row per finished episode, per validation, and
-    per tenth of --eval-every steps with the loss terms averaged over the updates in between."""
-
-    def __init__(self, args: argparse.Namespace, csv_path: Path, steps: int):
-        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the learners add to it (add_to)
-        self.every = max(1, args.eval_every // 10)
-        self.next_row, self.row_started, self.recent, self.entropy = steps + self.every, time.time(), [], math.nan
-        new_file = not steps or not csv_path.exists()  # a resumed run adds to its CSV; a new one starts it
-        self.csv_file = open(csv_path, "w" if new_file else "a", newline="")
-        self.csv = csv.writer(self.csv_file)
-        if new_file:
-            self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
-                               *LOSS_TERMS, "updates_per_s"])
-        # a run that stops when solved has no known end: no total, so no misleading time left
-        self.bar = tqdm(total=args.max_steps if math.isinf(args.solve_score) else None, initial=steps,
-                        unit="step", dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
-
-    def episode(self, steps: int, seconds: float, episode_return: float) -> None:
-        self.recent = (self.recent + [episode_return])[-20:]
-        self.csv.writerow([steps, f"{seconds:.2f}", episode_return])
-
-    def validation(self, steps: int, seconds: float, returns: list[float]) -> None:
-        self.csv.writerow([steps, f"{seconds:.2f}", "", f"{np.mean(returns):.1f}", f"{np.std(returns):.1f}"])
-        self.bar.write(f"step {steps}: validation {np.mean(returns):.1f} +- {np.std(returns):.1f}")
-
-    def progress(self, steps: int, seconds: float, best_eval: float) -> None:
-        """Move the bar; when a row is due, write the loss terms averaged since the last row."""
-        if steps >= self.next_row:
-            self.next_row += self.every
-            with self.loss_sums.get_lock():
-                sums, self.loss_sums[:] = self.loss_sums[:], [0.0] * len(self.loss_sums)
-            updates, now = sums[-1], time.time()
-            if updates:
-                means = [s / updates for s in sums[:-1]]
-                self.entropy = means[LOSS_TERMS.index("entropy")]
-                self.csv.writerow([steps, f"{seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
-                                   f"{updates / (now - self.row_started):.2f}"])
-            self.row_started = now
-            self.csv_file.flush()  # a long run's CSV can be read while it trains
-        self.bar.update(steps - self.bar.n)
-        self.bar.set_postfix(ret=f"{np.mean(self.recent):.0f}" if self.recent else "-",  # "-": none yet
-                             eval=f"{best_eval:.0f}" if math.isfinite(best_eval) else "-",
-                             ent="-" if math.isnan(self.entropy) else f"{self.entropy:.2f}", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-        self.csv_file.close()
+    if headless:  # every other frame, at 25 fps
+        from PIL import Image  # comes with matplotlib
+        args.video.parent.mkdir(parents=True, exist_ok=True)
+        images = [Image.fromarray(frame) for frame in frames[::2]]
+        images[0].save(args.video, save_all=True, append_images=images[1:], duration=40, loop=0)
+        print(f"no display found: wrote {args.video}")
 
 
 # --------------------------------------------------------------------------- checkpoints
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or made for something else."""
+def save_checkpoint(path: Path, model: nn.Module, run: Run) -> None:
+    """Weights, settings, step: to a temp file, then renamed, so a cut save never destroys the last."""
+    checkpoint = {"env_id": run.args.env_id, "model": model.state_dict(), "steps": run.steps,
+                  "best_eval": run.best_eval, "args": {k: str(v) if isinstance(v, Path) else v
+                                                       for k, v in vars(run.args).items()}}
+    torch.save(checkpoint, path.with_name(path.name + ".tmp"))
+    os.replace(path.with_name(path.name + ".tmp"), path)
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, run: Run) -> None:
-    """The weights, arguments and counters (with an optimizer: all --resume needs), written to a
-    temp file, flushed and renamed, so an interrupted save never destroys the previous one."""
-    checkpoint = {
-        "env_id": run.args.env_id, "model": model.state_dict(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
-        "steps": run.steps, "episodes": run.episodes, "seconds": run.seconds,
-        "best_eval": run.best_eval,
-    }
-    if optimizer is not None:
-        checkpoint["optimizer"] = optimizer.state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename, or a crash could leave an empty file
-    os.replace(tmp, path)
-
-
-def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
-    """The model saved at `path` (for env_id; None: any) and the whole checkpoint (its args,
-    counters and perhaps the optimizer state); a CheckpointError with a one-line reason if not."""
+def load(path: Path, env_id: str) -> tuple[ActorCritic, dict]:
+    """The model at `path` and its checkpoint; a one-line error if it is missing, unreadable or not ours."""
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        sys.exit(f"error: no checkpoint at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated file, not a torch file, unsafe pickle ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}") from None
+        sys.exit(f"error: cannot read checkpoint {path}: {type(error).__name__}")
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
-        raise CheckpointError(f"{path} is not a checkpoint of this script")
-    if env_id is not None and checkpoint.get("env_id") != env_id:
-        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
-    defaults = vars(build_parser().parse_args(["--train"]))
-    checkpoint["args"] = {**defaults, **BEFORE_SETTINGS_EXISTED, **checkpoint["args"]}  # (older files lack some)
+        sys.exit(f"error: {path} is not a checkpoint of this script")
+    if checkpoint.get("env_id") != env_id:
+        sys.exit(f"error: {path} was trained on {checkpoint.get('env_id')}, not {env_id}")
+    checkpoint["args"] = {**vars(parse_args(["--train"])), **checkpoint["args"]}  # (older files lack some)
     model = build_model(argparse.Namespace(**checkpoint["args"]))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
-        raise CheckpointError(f"{path} holds a different network architecture") from None
+        sys.exit(f"error: {path} holds a different network architecture")
     return model, checkpoint
 
 
 def run_name(env_id: str) -> str:
     """Run folders and shipped weights are named after the environment: CartPole-v1 -> cartpole."""
     return env_id.split("-")[0].lower()
-
-
-def newest_run(args: argparse.Namespace, validated: bool = True) -> Path | None:
-    """model.pt of the newest run under runs/ (validated: the newest that has best weights; a run
-    stopped before its first validation has only model_last.pt, which --resume continues)."""
-    for last in sorted(RUNS.glob(f"{run_name(args.env_id)}_*/model_last.pt"), key=lambda p: p.stat().st_mtime)[::-1]:
-        if not validated or last.with_name("model.pt").exists():
-            return last.with_name("model.pt").resolve()
-        print(f"skipping {last.parent.resolve()}: no validation yet, so no best weights")
-    return None
-
-
-def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt (weights only, written by a
-    validation), model_last.pt (to --resume from), model.csv, model.png (and CarRacing's
-    validation GIFs in model_videos/)."""
-    stem = checkpoint.with_suffix("")
-    return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
-            "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
 
 
 # --------------------------------------------------------------------------- the plot
@@ -645,215 +436,141 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-
-    def series(name):
-        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
-        return [p[0] for p in points], [p[1] for p in points]
-
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    axes[0, 0].plot(*series("train_return"), ".", ms=2, alpha=0.4, label="training episodes")
-    axes[0, 0].plot(*series("eval_mean"), "o-", label="validation mean")
-    axes[0, 0].legend(loc="upper left", fontsize=8)
-    panels = [("train_return", "raw episode return"), ("entropy", "entropy (nats)"),
-              ("advantage_std", "advantage std (before any normalising)"), ("policy_loss", "policy loss"),
-              ("value_loss", "value loss (log scale)"), ("grad_norm", "gradient norm before clipping")]
-    for ax, (name, label) in zip(axes.flat, panels):
-        if name != "train_return":
-            ax.plot(*series(name), "-", lw=1)
-        if not series(name)[0]:  # a CSV from before the column existed
-            ax.text(0.5, 0.5, "not in this CSV", ha="center", transform=ax.transAxes)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("agent steps")
+    for ax, column in zip([axes[0, 0], *axes.flat], ("eval_mean", "train_return", "entropy", "advantage_std",
+                                                      "policy_loss", "value_loss", "grad_norm")):
+        steps, values = np.array([(int(r["step"]), float(r[column])) for r in rows if r.get(column)]).reshape(-1, 2).T
+        fmt, label = {"eval_mean": ("o-", "validation mean"), "train_return": (".", "training episodes")}.get(
+            column, ("-", None))
+        ax.plot(steps, values, fmt, ms=3, lw=1, label=label)
+        ax.set(title=column, xlabel="agent steps", yscale="log" if column == "value_loss" and len(values) else "linear")
         ax.grid(alpha=0.3)
-    if series("value_loss")[0]:
-        axes[1, 1].set_yscale("log")
+    axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
-    # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
-    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)  # (tight_layout: slow)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the command line
-def build_parser() -> argparse.ArgumentParser:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=f"A3C on {ENV_ID}: train, play, evaluate. Every flag's default is in brackets.",
-        usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
+        usage="%(prog)s (--train | --play | --eval) [options]; see --help",
         epilog="runs/ is made in the folder you start from; pretrained/ is the folder beside the script.")
-    what = parser.add_mutually_exclusive_group()  # one is required: parse_args says so, after any unknown flag
-    what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
-    what.add_argument("--play", action="store_true",
-                      help="show the agent in a window; writes a GIF when there is no display")
+    what = parser.add_mutually_exclusive_group()  # one is required: checked below, after any unknown flag
+    what.add_argument("--train", action="store_true", help="train a new agent")
+    what.add_argument("--play", action="store_true", help="show the agent in a window (a GIF when headless)")
     what.add_argument("--eval", action="store_true", help="held-out episodes; print each return and mean/std")
     parser.set_defaults(env_id=ENV_ID)  # one environment here (a3c_kungfu.py takes --env-id)
-    parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
-                        "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
-                        "[--resume: the newest runs/NAME_*/; --play/--eval: the newest that validated, else "
-                        "pretrained/NAME.pt]")
-    parser.add_argument("--resume", action="store_true",
-                        help="with --train: continue a run from its model_last.pt: model, optimizer, counters "
-                             "and settings; flags you type win, except ones that change the network")
+    parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go [a new runs/ folder]; "
+                        "--play/--eval: what to load [the newest run's, else pretrained/NAME.pt]")
     parser.add_argument("--mode", choices=["processes", "threads", "batch", "ga3c"], default="processes",
                         help="how experience is gathered; see the module docstring [processes]")
-    parser.add_argument("--seed", type=int,
-                        help="--train: seeds python, numpy, torch and the training envs [0]; "
-                             "--eval/--play: the first episode's seed [1000000, never trained on]")
+    parser.add_argument("--seed", type=int, help="--train: seeds python, numpy, torch and the training envs "
+                        "[0]; --eval/--play: the first episode's seed [1000000, never trained on]")
     parser.add_argument("--episodes", type=int, help="--eval: episodes [30]; --play: episodes [1]")
     parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True,
-                        help="--eval, --play and the validations: take the most likely action, or (--no-greedy) "
-                             "draw it from the policy as training does [%(default)s]")
-    parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
-                                                   "[runs/videos/FOLDER_FILE.gif, after the checkpoint]")
+                        help="at test time take the most likely action, or draw it as training does [True]")
+    parser.add_argument("--video", type=Path, help="--play, headless: the GIF [runs/videos/FOLDER_FILE.gif]")
     settings = parser.add_argument_group("settings (see SETTINGS at the top of the script)")
     for name, (default, meaning, *choices) in SETTINGS.items():
         kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
         settings.add_argument(f"--{name.replace('_', '-')}", **kind, default=default,
                               choices=choices[0] if choices else None, help=f"{meaning} [{default}]")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.train or args.play or args.eval):
         parser.error("one of --train, --play or --eval is required")
-    if args.resume:
-        if not args.train:
-            parser.error("--resume goes with --train")
-        run = args.checkpoint or newest_run(args, validated=False)  # never the shipped checkpoint, unless named
-        if run is None:
-            parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
-        try:
-            _, checkpoint = load(paths_for(run)["last"], None)  # the run's env comes back with its settings
-        except CheckpointError as error:
-            parser.error(str(error))
-        # the saved arguments become the defaults, so only the flags typed now override them
-        not_restored = {"train", "play", "eval", "resume", "checkpoint"}
-        saved = {k: v for k, v in checkpoint["args"].items() if k in vars(args) and k not in not_restored}
-        parser.set_defaults(**saved)
-        args = parser.parse_args(argv)
-        for name in ARCHITECTURE:
-            if name in saved and getattr(args, name) != saved[name]:
-                parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} does not match the run's "
-                             f"{saved[name]}; a resumed run keeps its network")
-        args.checkpoint = run
-    if args.seed is None:
-        args.seed = 0 if args.train else TEST_SEED
-    if args.episodes is None:
-        args.episodes = 1 if args.play else 30
-    for name, (default, *_) in SETTINGS.items():
-        if type(default) is int and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    args.seed = (0 if args.train else TEST_SEED) if args.seed is None else args.seed
+    args.episodes = (1 if args.play else 30) if args.episodes is None else args.episodes
+    too_small = [name for name, (default, _, *choices) in SETTINGS.items()
+                 if type(default) is int and not choices and getattr(args, name) < 1]
+    if too_small or args.episodes < 1 or args.seed < 0 or args.eval_episodes > 100_000:
+        parser.error(f"--{(too_small or ['episodes'])[0].replace('_', '-')}: counts must be at least 1, "
+                     "--seed at least 0, --eval-episodes at most 100000")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.lr > 0):
+        parser.error("--gamma must lie in (0, 1], --gae-lambda in [0, 1], --lr above 0")
     if args.train and args.mode != "batch" and args.workers > CORES:
         print(f"warning: --workers {args.workers} on {CORES} cores: the extra workers only add switching",
               file=sys.stderr)
-    if args.episodes < 1 or args.eval_episodes > 100_000 or args.seed < 0:
-        parser.error("--episodes must be at least 1, --seed at least 0 and --eval-episodes at most 100000")
-    if not 0.0 <= args.epsilon <= 1.0 or not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
-        parser.error("--epsilon and --gae-lambda must lie in [0, 1], --gamma in (0, 1]")
-    if args.lr <= 0 or args.max_seconds <= 0:
-        parser.error("--lr and --max-seconds must be positive")
     return args
 
 
 # --------------------------------------------------------------------------- training: the parent's side
 class TrainingFailed(Exception):
-    """A worker died or the loss stopped being a number: the run saves and stops."""
+    """A worker died or the run diverged: training stops."""
 
 
 class Run:
-    """The parent's side of training: the counters a checkpoint keeps, and the periodic duties that
-    tick() runs in order, as nanoGPT's loop reads: validation, log, stop. (The learning rate and
-    the entropy weight follow the step count where each update is made: see schedule.)"""
+    """The parent's side of training: counters, the run's history (rows for the CSV written at the end)
+    and the duties tick() does in order, as nanoGPT's loop reads: validate, log, stop."""
 
-    def __init__(self, args, paths, model, optimizer, start: dict):
-        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
-        self.steps, self.episodes, self.seconds_before = start["steps"], start["episodes"], start["seconds"]
-        self.best_eval, self.solved = start["best_eval"], False
-        self.started, self.next_eval = time.time(), self.steps + args.eval_every
-        self.log = TrainingLog(args, paths["csv"], self.steps)
+    def __init__(self, args: argparse.Namespace, model: ActorCritic):
+        self.args, self.model, self.started, self.rows, self.terms = args, model, time.time(), [], []
+        self.steps, self.best_eval, self.solved = 0, -math.inf, False
+        self.next_eval, self.next_row = args.eval_every, args.eval_every / 10
 
-    @property
-    def seconds(self) -> float:
-        """Wall time of training, earlier runs joined by --resume included."""
-        return self.seconds_before + time.time() - self.started
+    def row(self, **values) -> None:
+        self.rows.append({"step": self.steps, "wall_seconds": f"{time.time() - self.started:.2f}", **values})
 
-    def episode(self, episode_return: float) -> None:
-        self.episodes += 1
-        self.log.episode(self.steps, self.seconds, episode_return)
+    def episode(self, episode_return: float) -> None:  # a row per finished training episode
+        self.row(train_return=episode_return)
 
     def tick(self, steps: int) -> bool:
         """Training has reached `steps`: the duties, in order. True when training should stop."""
         self.steps = steps
-        if steps >= self.next_eval:  # 1. validate; keep the best weights and a resume point
+        if steps >= self.next_eval:  # 1. validate; keep the best weights
             self.next_eval += self.args.eval_every
             self.validate()
-        self.log.progress(steps, self.seconds, self.best_eval)  # 2. the bar and the loss rows
-        return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 3. stop?
+        if steps >= self.next_row and self.terms:  # 2. a row of the loss terms averaged, 10 per validation
+            self.row(**{k: f"{v:.5g}" for k, v in zip(LOSS_TERMS, np.mean(self.terms, axis=0))})
+            self.terms, self.next_row = [], steps + self.args.eval_every / 10
+        return self.solved or steps >= self.args.max_steps  # 3. stop?
 
     def validate(self) -> None:
-        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored),
-        on the same seeds every time: only the same episodes show whether the agent improved."""
+        """Episodes on the same seeds every time (only they show progress), by a snapshot of the weights."""
         eval_model = build_model(self.args)
-        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
+        eval_model.load_state_dict(self.model.state_dict())  # a copy: the workers go on training
         returns = evaluate(eval_model, self.args, self.args.eval_episodes, VALIDATION_SEED)
-        self.log.validation(self.steps, self.seconds, returns)
-        if np.mean(returns) >= self.best_eval:
-            self.best_eval = float(np.mean(returns))
-            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
-        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a resume point
-        self.solved = np.mean(returns) >= self.args.solve_score
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.row(eval_mean=f"{mean:.1f}", eval_std=f"{std:.1f}")
+        recent = [row["train_return"] for row in self.rows if "train_return" in row][-20:] or [0.0]
+        print(f"step {self.steps:7,}: validation {mean:5.1f} +- {std:5.1f}, training episodes {np.mean(recent):5.1f}")
+        if mean >= self.best_eval:
+            self.best_eval = mean
+            save_checkpoint(self.args.checkpoint, eval_model, self)
+        self.solved = mean >= self.args.solve_score
 
 
 def train(args: argparse.Namespace) -> int:
-    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf}
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
     torch.set_num_threads(1)
-    if args.resume:
-        resume_from = paths_for(args.checkpoint)["last"]
-        model, checkpoint = load(resume_from, args.env_id)
-        if "optimizer" not in checkpoint:  # (model.pt holds weights only)
-            raise CheckpointError(f"{resume_from} has no optimizer state to resume from")
-        start.update({k: checkpoint[k] for k in start})
-        print(f"resuming from {resume_from} at step {start['steps']}")
-    else:
-        model = build_model(args)
-        if args.checkpoint is None:
-            folder = f"{run_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-            args.checkpoint = RUNS / folder / "model.pt"
-    paths = paths_for(args.checkpoint.resolve())  # printed in full: runs/ is relative to where you start
-    paths["best"].parent.mkdir(parents=True, exist_ok=True)
-    optimizer = SharedAdam(model.parameters())
-    if args.resume:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-
-    run = Run(args, paths, model, optimizer, start)
-    modes = {"processes": train_processes, "threads": functools.partial(train_processes, use_threads=True),
+    model = build_model(args)
+    folder = f"{run_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    args.checkpoint = (args.checkpoint or RUNS / folder / "model.pt").resolve()  # printed in full
+    args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    run, failure = Run(args, model), None
+    modes = {"processes": train_processes, "threads": lambda *a: train_processes(*a, use_threads=True),
              "batch": train_batch, "ga3c": train_ga3c}
-    failure = None
     stop_on_signal()
     try:
-        modes[args.mode](args, model, optimizer, run)
+        modes[args.mode](args, model, SharedAdam(model.parameters()), run)
     except KeyboardInterrupt:
-        run.log.bar.write("interrupted: saving and stopping the workers")
+        print("interrupted: stopping the workers")
     except TrainingFailed as error:
         failure = error
-    finally:
-        run.log.close()
-        save_checkpoint(paths["last"], model, optimizer, run)
-    plot_curve(paths["csv"], paths["png"], f"A3C on {args.env_id}")
+    with open(args.checkpoint.with_suffix(".csv"), "w", newline="") as f:  # the run's history
+        writer = csv.DictWriter(f, ["step", "wall_seconds", "train_return", "eval_mean", "eval_std", *LOSS_TERMS])
+        writer.writeheader()
+        writer.writerows(run.rows)
+    plot_curve(args.checkpoint.with_suffix(".csv"), args.checkpoint.with_suffix(".png"), f"A3C on {args.env_id}")
     if failure is not None:
-        print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
-              f"(--resume continues from them)", file=sys.stderr)
-        return 1
-    if not paths["best"].exists():  # no validation yet: nothing has earned the name "best"
-        print(f"stopped after {run.steps} agent steps, before the first validation (--eval-every): no best "
-              f"weights. --train --resume --checkpoint {paths['best']} continues the run.")
-        return 0
-    print(f"{'solved' if run.solved else 'not solved'}: best validation {run.best_eval:.1f} after {run.steps} "
-          f"agent steps, {run.seconds / 60:.1f} min. Best weights: {paths['best']}  curve: {paths['png']}")
+        sys.exit(f"error: training stopped: {failure}")
+    weights = args.checkpoint if args.checkpoint.exists() else "none, no validation yet (--eval-every)"
+    print(f"{'solved' if run.solved else 'not solved'} after {run.steps} agent steps, {time.time() - run.started:.1f} "
+          f"s. Best validation {run.best_eval:.1f}, weights: {weights}, curve: {args.checkpoint.with_suffix('.png')}")
     return 0
 
 
@@ -866,19 +583,22 @@ def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: S
     try:
         torch.manual_seed(seed)
         target(rank, seed, args, shared)
+    except TrainingFailed as error:  # the run diverged: the reason says it all
+        shared.reports.put(("error", f"worker {rank}: {error}"))
     except Exception:
-        shared.errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
-        sys.exit(1)
+        shared.reports.put(("error", f"worker {rank} failed:\n{traceback.format_exc()}"))
 
 
-def check_alive(workers: list, errors) -> None:
-    """A worker must not die silently and leave the others training without it (or a trainer
-    waiting forever): raise TrainingFailed with its traceback."""
-    dead = [w for w in workers if not w.is_alive()]
+def take_reports(run: Run, reports, workers: list) -> None:
+    """Take in what the workers reported; a failure, or a worker that died without a word, stops the run."""
+    dead = [w for w in workers if not w.is_alive()]  # first: what a dead worker said is in the queue by now
+    while not reports.empty():
+        kind, value = reports.get()
+        if kind == "error":
+            raise TrainingFailed(value)
+        run.episode(value) if kind == "episode" else run.terms.append(value)
     if dead:
-        exitcode = getattr(dead[0], "exitcode", None)
-        raise TrainingFailed(errors.get() if not errors.empty() else
-                             f"a worker died with exit code {exitcode} (killed for memory?)")
+        raise TrainingFailed(f"a worker died with exit code {getattr(dead[0], 'exitcode', None)} (killed for memory?)")
 
 
 def stop_workers(workers: list, stop) -> None:
@@ -891,15 +611,13 @@ def stop_workers(workers: list, stop) -> None:
 
 
 def training_seed(seed: int, rank: int, steps: int) -> int:
-    """The first seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
+    """The first seed of a worker's envs: below TRAIN_SEEDS, and new for a run that goes on from `steps`."""
     return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
 
 
 def stop_on_signal(in_worker: bool = False) -> None:
-    """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all stop training the same
-    way: the parent saves and stops every worker. SIGINT is set here too: a script that starts a
-    command in the background (`cmd &`) makes it ignore SIGINT. A worker process leaves Ctrl-C and
-    SIGHUP (they reach the whole process group) to the parent, and ends on the parent's SIGTERM."""
+    """Ctrl-C (SIGINT, which `cmd &` starts ignored), `kill` (SIGTERM) and a closed terminal (SIGHUP)
+    stop training alike; a worker process leaves SIGINT and SIGHUP (sent to its group) to the parent."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     for name, worker_does in (("SIGINT", signal.SIG_IGN), ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_IGN)):
@@ -912,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.train:
             return train(args)
-        path = (args.checkpoint or newest_run(args) or PRETRAINED / f"{run_name(args.env_id)}.pt").resolve()
-        model, checkpoint = load(path, args.env_id)
+        runs = sorted(RUNS.glob(f"{run_name(args.env_id)}_*/model.pt"), key=lambda p: p.stat().st_mtime)
+        path = (args.checkpoint or (runs[-1] if runs else PRETRAINED / f"{run_name(args.env_id)}.pt")).resolve()
+        model, checkpoint = load(path, args.env_id)  # the newest run's best weights, else the shipped ones
         print(f"loaded {path}: the weights of agent step {checkpoint['steps']:,}")
         if args.eval:
             returns = evaluate(model, args, args.episodes, args.seed, verbose=True)
@@ -921,9 +640,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args.video = args.video or RUNS.resolve() / "videos" / f"{path.parent.name}_{path.stem}.gif"
             play(model, args)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -6,10 +6,9 @@
     python a3c_kungfu.py --train --env-id ALE/Pong-v5    # another game, the same settings
     python a3c_kungfu.py --train --mode batch   # the other mode: processes, batch
 
-This script has the shape and names of a3c_cartpole.py; what differs is the environment and
-its preprocessing, the network with its optional LSTM, and the modes it keeps. A3C (Mnih et al.
-2016, https://arxiv.org/abs/1602.01783): several workers, each with its own environments and a
-local copy of one shared actor-critic network. A worker repeats:
+Read a3c_cartpole.py first: this script has its shape and names, plus pixels and what a run of
+hours needs (--resume, saves on signals, a CSV kept across resumes). A3C (Mnih et al. 2016,
+https://arxiv.org/abs/1602.01783): workers, each with its own games and a copy of the network, repeat:
 
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s; theta')
@@ -20,26 +19,13 @@ local copy of one shared actor-critic network. A worker repeats:
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
     5. gradients of the local copy -> shared model, one optimizer step on the shared weights
 
-Atari specifics: the modern ALE protocol (Machado et al. 2018), in training and every evaluation:
-sticky actions (the previous action repeats with probability 0.25), frame skip 4, the game's
-minimal action set, full games up to 108,000 frames, 4 stacked 42x42 grayscale frames (--frame:
-84x84 max-pooled to 42x42, which keeps a small ball bright, or ale-py's 42x42 resize). Training
-sees clipped rewards sign(r) and treats a lost life as the end of the value's horizon; every
-score printed, logged or plotted is the raw score of full games. --env-id takes any ALE v5 game,
-with one set of defaults for all (benchmarks/atari_recipes.md: short runs on Breakout, KungFuMaster
-and Pong).
-
-The network: three convolutions, a fully connected layer and, with --core lstm, an LSTM (the A3C
-paper's best Atari agent). Each worker steps a small batch of games with batched forward passes:
-on 2 cores that, not more workers, is what makes A3C pay. Hogwild is not bit-reproducible.
-
-Seeds: training games start from seeds below 500,000 (new ones after every --resume); every
-validation during training plays the same games, seeds from 500,000; --eval and --play default
-to seeds from 1,000,000, which no training run sees.
-
-Modes (--mode):
-    processes  real A3C: worker processes update a model in shared memory (the default)
-    batch      one learner steps one vector of environments in lock-step (synchronous A2C)
+Atari: the ALE protocol of Machado et al. 2018 everywhere (sticky actions p 0.25, frame skip 4,
+the minimal action set, games up to 108,000 frames), 4 stacked 42x42 grayscale frames. Training sees
+sign(r) and ends the value's horizon at a lost life; every score shown is a full game's raw score.
+One set of defaults for every game (benchmarks/atari_recipes.md). Each worker steps a batch of games
+with one forward pass; on 2 cores that, not more workers, makes A3C pay. --mode processes is A3C
+(Hogwild: not bit-reproducible), batch synchronous A2C. Seeds: training games below 500,000, new
+after every --resume; validations the same from 500,000; --eval and --play from 1,000,000.
 """
 from __future__ import annotations
 
@@ -71,11 +57,11 @@ ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no ALE banner each
 ENV_ID = "ALE/KungFuMaster-v5"  # the default game; --env-id picks any ALE v5 game
 PRETRAINED = Path(__file__).parent / "pretrained"
 RUNS = Path("runs")
-# the protocol, shared by training, evaluation and play
-STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_STACK = 0.25, 4, 108_000, 4
+STICKY_ACTIONS, FRAME_SKIP, MAX_FRAMES, FRAME_STACK = 0.25, 4, 108_000, 4  # the protocol, everywhere
 SCREEN_SIZE = {"area42": 42, "pool84": 84}  # what ale-py hands over, per --frame; the network sees 42x42
 TRAIN_SEEDS, VALIDATION_SEED, TEST_SEED = 500_000, 500_000, 1_000_000  # the seed rule of the docstring
 LOSS_TERMS = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm")  # logged, averaged per CSV row
+COUNTERS = ("steps", "episodes", "seconds", "best_eval")  # what a checkpoint counts, for --resume
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -92,15 +78,12 @@ SETTINGS = {
     "lr": (4e-4, "Adam learning rate (at the start, with --lr-schedule linear)"),
     "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
     "entropy_coef": (0.004, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
-    "entropy_schedule": ("constant", "linear: the entropy bonus's weight falls to 0 at --max-steps, as the learning "
-                                   "rate does (see entropy_weight)", ("linear", "constant")),
+    "entropy_schedule": ("constant", "linear: the bonus's weight falls to 0 at --max-steps", ("linear", "constant")),
     "value_coef": (0.5, "weight of the critic's squared error"),
     "max_grad_norm": (0.5, "clip each update's gradient norm to this"),
     "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
-    "frame": ("pool84", "the frames the network sees: 84x84 max-pooled 2x2 to 42x42 by the network, or "
-                        "ale-py's 42x42 area resize", tuple(SCREEN_SIZE)),
-    "padding": (1, "padding of the 3x3 convolutions: with 0, the frame's last 3 rows and columns never reach "
-                   "the network", (0, 1)),
+    "frame": ("pool84", "84x84 frames max-pooled 2x2 to 42x42, or ale-py's 42x42 area resize", tuple(SCREEN_SIZE)),
+    "padding": (1, "of the 3x3 convolutions: with 0, the frame's last 3 rows and columns never count", (0, 1)),
     "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
@@ -109,17 +92,15 @@ SETTINGS = {
     "eval_episodes": (16, "games per validation"),
     "solve_score": (math.inf, "stop once a validation's mean score reaches this"),
 }
-ARCHITECTURE = ("env_id", "hidden", "core", "frame", "padding")  # a resumed run keeps them: its weights are made for them
-BEFORE_SETTINGS_EXISTED = {"frame": "area42", "padding": 0}  # what a checkpoint saved before a setting existed was made with
+ARCHITECTURE = ("env_id", "hidden", "core", "frame", "padding")  # a resumed run keeps them
+BEFORE_SETTINGS_EXISTED = {"frame": "area42", "padding": 0}  # what older checkpoints were made with
 
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
-    """Three 3x3 stride-2 convolutions of 16, 32 and 32 channels (42 -> 21 -> 11 -> 6 pixels; with
-    --padding 0, 42 -> 20 -> 9 -> 4, and the frame's last 3 rows and columns never count), a
-    fully connected layer, an optional LSTM core, the policy and value heads. The core's state is
-    the LSTM's h and c side by side, or empty ([N, 0]) for the feed-forward core. The loss runs
-    the convolutions once over a rollout (encode) and steps only the core through time (unroll)."""
+    """Three 3x3 stride-2 convolutions of 16, 32, 32 channels (42 -> 21 -> 11 -> 6 pixels), a linear layer,
+    an optional LSTM core (state: h and c side by side; [N, 0] without it), policy and value heads. The
+    loss runs the convolutions once over a rollout (encode) and steps only the core through time."""
 
     def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str, frame: str, padding: int):
         super().__init__()
@@ -140,8 +121,7 @@ class ActorCritic(nn.Module):
                 nn.init.orthogonal_(layer.weight, gain)
                 nn.init.zeros_(layer.bias)
 
-    def frames(self, obs: torch.Tensor) -> torch.Tensor:
-        """The uint8 frames [N, 4, 42, 42] the convolutions see (--play draws them)."""
+    def frames(self, obs: torch.Tensor) -> torch.Tensor:  # the uint8 frames [N, 4, 42, 42] the network sees
         return nn.functional.max_pool2d(obs, 2) if self.pool else obs
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
@@ -151,7 +131,7 @@ class ActorCritic(nn.Module):
         return self.policy(features), self.value(features).squeeze(-1)
 
     def core_step(self, features: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step of the core: its output and new state (feed-forward: the features, no state)."""
+        """One step of the core: its output and new state (without one: the features, no state)."""
         if self.core is None:
             return features, state
         h, c = self.core(features, state.chunk(2, dim=-1))
@@ -163,8 +143,7 @@ class ActorCritic(nn.Module):
         return (*self.heads(output), state)
 
     def unroll(self, features: torch.Tensor, state: torch.Tensor, starts: np.ndarray):
-        """The core over a rollout's features [T, N, F] from `state`, reset where a game starts
-        (starts[t] = 1): outputs [T, N, F] and the state after each step [T, N, S]."""
+        """The core over a rollout's features [T, N, F], reset where an episode starts: outputs, states."""
         outputs, states = [], []
         for t in range(len(features)):  # backpropagation through the rollout: the core steps through time
             output, state = self.core_step(features[t], state * (1.0 - torch.as_tensor(starts[t])).unsqueeze(-1))
@@ -186,11 +165,8 @@ def build_model(args: argparse.Namespace) -> ActorCritic:
 # --------------------------------------------------------------------------- the loss (steps 3 and 4)
 def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, truncated, starts, state0,
              args: argparse.Namespace, steps: int = 0) -> tuple[torch.Tensor, list[float]]:
-    """The A3C loss of one rollout, and its terms for the log (the LOSS_TERMS but the gradient norm).
-
-    Arrays are [T, N] per step, obs [T, N, 4, H, W]; starts[t] = 1 where an episode begins at
-    step t; state0 is the core's state before the rollout's first step; steps, the agent steps
-    taken so far, sets the entropy bonus's weight."""
+    """The A3C loss of one rollout (arrays [T, N, ...]; starts[t] = 1 where a game begins; state0, the
+    core's state before it) and its terms for the log; steps, the agent steps so far, set the entropy weight."""
     T, N = rewards.shape
     features = model.encode(torch.as_tensor(obs).flatten(0, 1)).view(T, N, -1)
     outputs, states = model.unroll(features, state0, starts)
@@ -218,24 +194,17 @@ def a3c_loss(model: ActorCritic, obs, actions, rewards, next_obs, terminated, tr
     policy_loss = -(log_probs * advantages).mean()
     value_loss = (returns - values).pow(2).mean()
     entropy = entropy_from_logits(logits).mean()
-    loss = policy_loss + args.value_coef * value_loss - entropy_weight(args, steps) * entropy
+    entropy_coef = args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
+    loss = policy_loss + args.value_coef * value_loss - entropy_coef * entropy
     return loss, [policy_loss.item(), value_loss.item(), entropy.item(), advantage_std]
 
 
 def schedule(kind: str, steps: int, max_steps: int) -> float:
-    """What a scheduled setting is multiplied by: 1 if "constant"; if "linear", falling from 1 at
-    step 0 to 0 at max_steps (the A3C paper's learning rate). See entropy_weight and learning_rate."""
+    """What the learning rate and the entropy weight are multiplied by at `steps`: 1, or falling to 0 at
+    max_steps (the A3C paper's learning rate). Why the entropy weight may fall: the advantages shrink as
+    the critic learns, and a fixed bonus then pulls the policy back to random (Adam rescales each step,
+    so a falling learning rate alone does not stop that)."""
     return 1.0 if kind == "constant" else max(0.0, 1.0 - steps / max_steps)
-
-
-def entropy_weight(args: argparse.Namespace, steps: int) -> float:
-    """The entropy bonus's weight: constant, or falling linearly to 0 at --max-steps.
-
-    Why it may fall: the policy gradient is as large as the advantages, and they shrink once the
-    critic predicts the returns well; a bonus of fixed weight then wins, and the policy drifts
-    back towards random. Adam scales each step to the gradient's size, so a falling learning rate
-    alone does not change which term wins; a falling weight does."""
-    return args.entropy_coef * schedule(args.entropy_schedule, steps, args.max_steps)
 
 
 # --------------------------------------------------------------------------- the worker
@@ -247,7 +216,7 @@ def worker(rank: int, seed: int, args: argparse.Namespace, shared: Shared) -> No
     while not shared.stop.is_set() and os.getppid() == shared.parent_pid:  # (parent gone: leave)
         local_model.load_state_dict(shared.model.state_dict())  # 1. theta' <- theta
         rollout, finished = rollouts.collect(local_model, args)  # 2. n steps with pi(.|s; theta')
-        steps = shared.global_steps.value  # sets the entropy weight and the learning rate (see schedule)
+        steps = shared.global_steps.value  # all workers' steps so far: what any schedule follows
         loss, terms = a3c_loss(local_model, **rollout, args=args, steps=steps)  # 3. and 4.
         grad_norm = update_shared_model(loss, local_model, shared, args, steps)  # 5.
         report(shared, finished, [*terms, grad_norm], args.rollout_len * args.envs_per_worker)
@@ -261,20 +230,16 @@ class Shared(NamedTuple):
     optimizer: SharedAdam  # its step count and moments are in shared memory too
     global_steps: Any = None  # agent steps taken by all workers together
     stop: Any = None  # an Event: the parent tells every worker to leave its loop
-    episode_returns: Any = None  # a queue of the raw returns of finished episodes, for the log
-    loss_sums: Any = None  # running sums of the loss terms, for the log (see add_to)
-    errors: Any = None  # a queue for a failed worker's traceback
+    reports: Any = None  # a queue to the parent: ("episode", raw return), ("losses", terms), ("error", text)
     parent_pid: int = 0  # the trainer's pid: a worker process leaves when its parent is gone
 
 
-# what Rollouts.collect() hands a3c_loss, one array [T, N, ...] each
-ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,
-                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}
+ROLLOUT_DTYPES = {"obs": np.uint8, "actions": np.int64, "rewards": np.float32, "next_obs": np.uint8,  # a3c_loss's
+                  "terminated": np.float32, "truncated": np.float32, "starts": np.float32}  # arrays [T, N, ...]
 
 
 class Rollouts:
-    """Steps a vector of games with a model; keeps each game's raw score, lives and the core's
-    state across rollouts."""
+    """Steps a vector of games with a model; keeps the raw scores, lives and core states across rollouts."""
 
     def __init__(self, envs: AtariVectorEnv, seed: int):
         self.envs = envs
@@ -294,12 +259,13 @@ class Rollouts:
             with torch.no_grad():
                 state = self.state * (1.0 - torch.as_tensor(self.starts)).unsqueeze(-1)  # a new game forgets
                 logits, _, self.state = model.step(torch.as_tensor(self.obs), state)
-            actions = act(logits)
+            if not logits.isfinite().all():  # diverged weights: say so, before the sampler fails on them
+                raise TrainingFailed("the policy's outputs are not finite: training diverged")
+            actions = torch.multinomial(torch.softmax(logits, -1), 1).view(-1).numpy()  # a ~ pi(.|s), it explores
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
             real_next_obs = np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs)
-            # A lost life ends the value's horizon (the game goes on): the critic need not
-            # predict across deaths, which speeds up learning in most Atari games.
+            # a lost life ends the value's horizon (the game goes on): learning speeds up in most games
             life_lost = (info["lives"] < self.lives) & ~done
             self.lives = info["lives"]
             # training sees sign(r): one scale for every game and every stage of one game
@@ -314,43 +280,31 @@ class Rollouts:
         return {**rollout, "state0": state0}, finished
 
 
-def act(logits: torch.Tensor) -> np.ndarray:
-    """Sample a ~ pi(.|s), one action per game: the policy explores by itself (and the entropy bonus
-    keeps it from committing too early)."""
-    return torch.multinomial(torch.softmax(logits, -1), 1).view(-1).numpy()
-
-
 def update_shared_model(loss: torch.Tensor, local_model: nn.Module, shared: Shared, args, steps: int) -> float:
-    """Step 5: the loss's gradient on the local copy, clipped, applied to the shared weights by the
-    shared optimizer at the learning rate of `steps` (a single learner's local copy is the shared
-    model); returns the norm before clipping."""
+    """Step 5: the local gradient, clipped, applied to the shared weights at the learning rate of
+    `steps` (see schedule); its norm before clipping."""
     local_model.zero_grad()  # fresh gradients for this update only (see hand_over_gradients)
     loss.backward()
     grad_norm = nn.utils.clip_grad_norm_(local_model.parameters(), args.max_grad_norm).item()
     if not math.isfinite(grad_norm):  # a NaN or inf loss: stop before it reaches the shared weights
         raise TrainingFailed(f"the loss or its gradient is not finite (loss {loss.item()})")
     hand_over_gradients(local_model, shared.model)  # Hogwild: processes apply their updates without a lock
-    shared.optimizer.step(learning_rate(args, steps))  # the shared weights and the shared Adam moments
+    shared.optimizer.step(args.lr * schedule(args.lr_schedule, steps, args.max_steps))  # weights, moments
     return grad_norm
 
 
 def hand_over_gradients(local_model: nn.Module, shared_model: nn.Module) -> None:
-    """Point the shared parameters' .grad at this update's local gradients.
-
-    Done on every update: local_model.zero_grad() sets the local grads to None before each
-    backward, so backward makes fresh tensors, and the shared model must see each new one
-    (copying only `if shared.grad is None` would freeze the shared gradient at the first update).
-    In worker processes .grad is a per-process attribute; only the weights live in shared memory."""
+    """Point the shared parameters' .grad at this update's local gradients, on every update: each
+    backward after zero_grad() makes new tensors (handing over only `if shared.grad is None` would
+    freeze the shared gradient at the first update). .grad is per process; the weights are shared."""
     for local, shared in zip(local_model.parameters(), shared_model.parameters()):
         shared.grad = local.grad
 
 
 class SharedAdam:
-    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its state in shared memory: the
-    step count t and the moments m and v are shared by all workers, like the weights (an
-    optimizer made inside each worker would silently give each its own moments). The caller
-    passes each step's learning rate. Written out: the maths fits in a few lines, and
-    torch.optim's first use costs a second."""
+    """Adam (Kingma & Ba, https://arxiv.org/abs/1412.6980) with its step count t and moments m, v in
+    shared memory, like the weights: an optimizer made inside each worker would silently give each
+    its own moments. Written out, as the maths fits in a few lines; the caller passes the lr."""
 
     def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
@@ -379,26 +333,13 @@ class SharedAdam:
             mine.copy_(saved)
 
 
-def learning_rate(args: argparse.Namespace, steps: int) -> float:
-    """The learning rate at `steps`: --lr times its schedule (--lr-schedule)."""
-    return args.lr * schedule(args.lr_schedule, steps, args.max_steps)
-
-
 def report(shared: Shared, finished: list[float], terms: list[float], steps: int) -> None:
     """Tell the parent: the raw returns of finished episodes, one update's loss terms, the steps taken."""
     for episode_return in finished:
-        shared.episode_returns.put(episode_return)
-    add_to(shared.loss_sums, terms)
+        shared.reports.put(("episode", episode_return))
+    shared.reports.put(("losses", terms))
     with shared.global_steps.get_lock():
         shared.global_steps.value += steps
-
-
-def add_to(loss_sums, terms: list[float]) -> None:
-    """Add one update's loss terms to the running sums the log averages (the last slot counts updates)."""
-    with loss_sums.get_lock():
-        for i, value in enumerate(terms):
-            loss_sums[i] += value
-        loss_sums[len(terms)] += 1
 
 
 # --------------------------------------------------------------------------- the modes
@@ -407,8 +348,7 @@ def train_processes(args, model, optimizer, run) -> None:
     # fork starts workers without importing torch again; macOS and Windows use their default, spawn
     ctx = mp.get_context("fork" if sys.platform == "linux" else None)
     shared = Shared(model, optimizer, global_steps=ctx.Value("q", run.steps), stop=ctx.Event(),
-                    episode_returns=ctx.SimpleQueue(), loss_sums=run.log.loss_sums, errors=ctx.SimpleQueue(),
-                    parent_pid=os.getpid())
+                    reports=ctx.SimpleQueue(), parent_pid=os.getpid())
     model.share_memory()  # the weights every worker reads and writes
     workers = [ctx.Process(target=run_worker, daemon=True,
                            args=(worker, rank, training_seed(args.seed, rank, run.steps), args, shared))
@@ -416,13 +356,9 @@ def train_processes(args, model, optimizer, run) -> None:
     for w in workers:
         w.start()
     try:
-        while True:
-            while not shared.episode_returns.empty():
-                run.episode(shared.episode_returns.get())
-            check_alive(workers, shared.errors)
-            if run.tick(shared.global_steps.value):
-                break
+        while not run.tick(shared.global_steps.value):
             time.sleep(0.02)
+            take_reports(run, shared.reports, workers)
     finally:
         stop_workers(workers, shared.stop)
 
@@ -436,8 +372,7 @@ def train_batch(args, model, optimizer, run) -> None:
         while True:
             rollout, finished = rollouts.collect(model, args)
             loss, terms = a3c_loss(model, **rollout, args=args, steps=run.steps)
-            grad_norm = update_shared_model(loss, model, shared, args, run.steps)
-            add_to(run.log.loss_sums, [*terms, grad_norm])
+            run.terms.append([*terms, update_shared_model(loss, model, shared, args, run.steps)])
             for episode_return in finished:
                 run.episode(episode_return)
             if run.tick(run.steps + args.rollout_len * args.num_envs):
@@ -448,39 +383,32 @@ def train_batch(args, model, optimizer, run) -> None:
 
 # --------------------------------------------------------------------------- the environment
 def make_env(args: argparse.Namespace, render_mode: str | None = None) -> gym.Env:
-    """One game for --play, preprocessed by Gymnasium's wrappers exactly as make_vector_env does it
-    in C++: max of the last two frames, resized grayscale (see --frame), 4 frames stacked (zeros before the first)."""
+    """One game for --play, preprocessed by Gymnasium's wrappers as make_vector_env does it in C++."""
     env = gym.make(args.env_id, frameskip=1, repeat_action_probability=STICKY_ACTIONS,
                    full_action_space=False, max_num_frames_per_episode=MAX_FRAMES, render_mode=render_mode)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=SCREEN_SIZE[args.frame],
-                                          grayscale_obs=True)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=0, frame_skip=FRAME_SKIP, screen_size=SCREEN_SIZE[args.frame])
     return gym.wrappers.FrameStackObservation(env, FRAME_STACK, padding_type="zero")
 
 
 def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = False) -> AtariVectorEnv:
-    """num_envs games stepped by ale-py in C++ threads (one in a worker process, which has one
-    core; two elsewhere), observations [num_envs, 4, size, size] uint8 (size: see --frame). Training and evaluation play
-    the same protocol: clipping and lives are Rollouts' business."""
+    """num_envs games stepped by ale-py in C++ threads (one per worker process, which has one core),
+    frames [num_envs, 4, size, size] uint8; the same protocol for training (Rollouts clips) and evaluation."""
     return AtariVectorEnv(gym.spec(args.env_id).kwargs["game"], num_envs=num_envs,  # ALE/Pong-v5 -> pong
                           num_threads=1 if training and args.mode == "processes" else 2,
                           repeat_action_probability=STICKY_ACTIONS, frameskip=FRAME_SKIP,
                           max_num_frames_per_episode=MAX_FRAMES, full_action_space=False,
                           img_height=SCREEN_SIZE[args.frame], img_width=SCREEN_SIZE[args.frame], grayscale=True,
-                          stack_num=FRAME_STACK,
-                          noop_max=0, use_fire_reset=False, reward_clipping=False,  # raw scores; we clip
+                          stack_num=FRAME_STACK, noop_max=0, use_fire_reset=False, reward_clipping=False,  # raw scores
                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 # =========================================================================================== PLUMBING
-# The reinforcement learning is all above. Below: evaluation and play, the training log,
-# checkpoints, the plot, the command line and the parent's side of training.
+# The reinforcement learning is all above; below: evaluation and play, the log, checkpoints, the command line...
 
 
 # --------------------------------------------------------------------------- evaluation and play
-def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int,
-             verbose: bool = False) -> list[float]:
-    """Raw scores of `episodes` full games under the protocol, seeds seed, seed+1, ..., side by side
-    in one vector env, so that each step is one batched forward pass (actions: see test_actions)."""
+def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: int, verbose: bool = False) -> list:
+    """Raw scores of `episodes` full games from seeds seed, seed+1, ..., side by side in one vector env."""
     envs = make_vector_env(args, episodes)
     obs, _ = envs.reset(seed=seed)
     state, rng = model.initial_state(episodes), np.random.default_rng(seed)
@@ -496,17 +424,14 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
             tqdm.write(f"  evaluating: agent step {step}, {finished.sum()} of {episodes} games over")
             shown = time.time()
     envs.close()
-    if verbose:
-        for i, ret in enumerate(returns):
-            print(f"episode {i + 1:3d} (seed {seed + i}): score {ret:.0f}")
+    for i, ret in enumerate(returns if verbose else []):
+        print(f"episode {i + 1:3d} (seed {seed + i}): score {ret:.0f}")
     return returns.tolist()
 
 
 def test_actions(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
-    """The action of --eval, --play and the validations, one per game: drawn from pi as in training
-    (inverse CDF, by numpy's generator seeded by the first game's seed, so a score repeats), or
-    the most likely one with --greedy. The argmax policy of an A3C agent can lock into a loop that
-    the sampled one walks out of."""
+    """The test-time action: drawn from pi by numpy's generator seeded with the first game's seed, so a
+    score repeats, or with --greedy the most likely one (it can lock into a loop the sampled one leaves)."""
     if args.greedy:
         return logits.argmax(-1).numpy()
     cumulative = torch.softmax(logits.double(), -1).cumsum(-1).numpy()
@@ -514,11 +439,11 @@ def test_actions(logits: torch.Tensor, args: argparse.Namespace, rng: np.random.
 
 
 def play(model: ActorCritic, args: argparse.Namespace) -> None:
-    """Games in a window, or, without a display, recorded to two GIFs: the game, and beside it what
-    the network receives (the 4 stacked 42x42 frames, scaled up). Game k draws its actions as
-    `--eval --episodes 1 --seed SEED+k` does, but its sticky actions come from another random stream
-    (Gymnasium's single env, not ale-py's vector env), so the two scores can differ."""
-    headless = not has_display()
+    """Games in a window, or recorded to GIFs (the game; the frames the network sees). Game k draws as
+    `--eval --episodes 1 --seed SEED+k` does, but its sticky actions do not: its score can differ."""
+    headless = sys.platform not in ("win32", "darwin") and not any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
+    if headless:  # SDL draws off screen (without an XDG_RUNTIME_DIR error)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     env = make_env(args, render_mode="rgb_array" if headless else "human")
     frames, inputs = [], []
     for episode in range(args.episodes):
@@ -534,8 +459,7 @@ def play(model: ActorCritic, args: argparse.Namespace) -> None:
                 logits, _, state = model.step(obs, state)
             obs, reward, terminated, truncated, _ = env.step(test_actions(logits, args, rng)[0])
             episode_return += reward
-            done = terminated or truncated
-            step += 1
+            done, step = terminated or truncated, step + 1
             if time.time() - shown > 5:
                 print(f"  episode {episode + 1}: agent step {step}, score so far {episode_return:.0f}", flush=True)
                 shown = time.time()
@@ -545,14 +469,6 @@ def play(model: ActorCritic, args: argparse.Namespace) -> None:
         print(f"recorded the first {args.video_steps} agent steps of each game (--video-steps)")
         save_gif(frames, args.video, milliseconds=66)  # 2x speed
         save_gif(inputs, args.video.with_name(f"{args.video.stem}_input.gif"), milliseconds=66)
-
-
-def has_display() -> bool:
-    """A window can be opened; if not, SDL draws off screen (without an XDG_RUNTIME_DIR error)."""
-    display = sys.platform in ("win32", "darwin") or any(map(os.environ.get, ("DISPLAY", "WAYLAND_DISPLAY")))
-    if not display:
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    return display
 
 
 def save_gif(frames: list, path: Path, milliseconds: int) -> None:
@@ -565,100 +481,80 @@ def save_gif(frames: list, path: Path, milliseconds: int) -> None:
 
 # --------------------------------------------------------------------------- the training log
 class TrainingLog:
-    """The progress bar and the metrics CSV: one row per finished episode, per validation, and
-    per tenth of --eval-every steps with the loss terms averaged over the updates in between."""
+    """The progress bar and the metrics CSV (a resumed run appends to it): a row per finished
+    episode, per validation, and per tenth of --eval-every steps with the loss terms averaged."""
 
     def __init__(self, args: argparse.Namespace, csv_path: Path, steps: int):
-        self.loss_sums = mp.Array("d", len(LOSS_TERMS) + 1)  # the learners add to it (add_to)
-        self.every = max(1, args.eval_every // 10)
-        self.next_row, self.row_started, self.recent, self.entropy = steps + self.every, time.time(), [], math.nan
-        new_file = not steps or not csv_path.exists()  # a resumed run adds to its CSV; a new one starts it
-        self.csv_file = open(csv_path, "w" if new_file else "a", newline="")
-        self.csv = csv.writer(self.csv_file)
-        if new_file:
-            self.csv.writerow(["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
-                               *LOSS_TERMS, "updates_per_s"])
+        self.every, self.next_row, self.terms, self.recent, self.entropy = args.eval_every / 10, steps, [], [], "-"
+        self.file = open(csv_path, "a" if steps and csv_path.exists() else "w", newline="")
+        self.csv = csv.DictWriter(self.file, ["step", "wall_seconds", "train_return", "eval_mean", "eval_std",
+                                              *LOSS_TERMS])
+        if self.file.tell() == 0:  # a new file
+            self.csv.writeheader()
         # a run that stops when solved has no known end: no total, so no misleading time left
         self.bar = tqdm(total=args.max_steps if math.isinf(args.solve_score) else None, initial=steps,
                         unit="step", dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
 
+    def row(self, steps: int, seconds: float, **values) -> None:
+        self.csv.writerow({"step": steps, "wall_seconds": f"{seconds:.2f}", **values})
+
     def episode(self, steps: int, seconds: float, episode_return: float) -> None:
         self.recent = (self.recent + [episode_return])[-20:]
-        self.csv.writerow([steps, f"{seconds:.2f}", episode_return])
+        self.row(steps, seconds, train_return=episode_return)
 
     def validation(self, steps: int, seconds: float, returns: list[float]) -> None:
-        self.csv.writerow([steps, f"{seconds:.2f}", "", f"{np.mean(returns):.1f}", f"{np.std(returns):.1f}"])
+        self.row(steps, seconds, eval_mean=f"{np.mean(returns):.1f}", eval_std=f"{np.std(returns):.1f}")
         self.bar.write(f"step {steps}: validation {np.mean(returns):.1f} +- {np.std(returns):.1f}")
 
     def progress(self, steps: int, seconds: float, best_eval: float) -> None:
         """Move the bar; when a row is due, write the loss terms averaged since the last row."""
-        if steps >= self.next_row:
-            self.next_row += self.every
-            with self.loss_sums.get_lock():
-                sums, self.loss_sums[:] = self.loss_sums[:], [0.0] * len(self.loss_sums)
-            updates, now = sums[-1], time.time()
-            if updates:
-                means = [s / updates for s in sums[:-1]]
-                self.entropy = means[LOSS_TERMS.index("entropy")]
-                self.csv.writerow([steps, f"{seconds:.2f}", "", "", "", *(f"{m:.5g}" for m in means),
-                                   f"{updates / (now - self.row_started):.2f}"])
-            self.row_started = now
-            self.csv_file.flush()  # a long run's CSV can be read while it trains
+        if steps >= self.next_row and self.terms:
+            means = dict(zip(LOSS_TERMS, np.mean(self.terms, axis=0)))
+            self.row(steps, seconds, **{k: f"{v:.5g}" for k, v in means.items()})
+            self.next_row, self.entropy = steps + self.every, f"{means['entropy']:.2f}"
+            self.terms.clear()
+            self.file.flush()  # a long run's CSV can be read while it trains
         self.bar.update(steps - self.bar.n)
-        self.bar.set_postfix(ret=f"{np.mean(self.recent):.0f}" if self.recent else "-",  # "-": none yet
-                             eval=f"{best_eval:.0f}" if math.isfinite(best_eval) else "-",
-                             ent="-" if math.isnan(self.entropy) else f"{self.entropy:.2f}", refresh=False)
+        self.bar.set_postfix(ret=f"{np.mean(self.recent):.0f}" if self.recent else "-", refresh=False,  # "-": none yet
+                             eval=f"{best_eval:.0f}" if math.isfinite(best_eval) else "-", ent=self.entropy)
 
     def close(self) -> None:
         self.bar.close()
-        self.csv_file.close()
+        self.file.close()
 
 
 # --------------------------------------------------------------------------- checkpoints
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or made for something else."""
-
-
 def save_checkpoint(path: Path, model: nn.Module, optimizer: SharedAdam | None, run: Run) -> None:
-    """The weights, arguments and counters (with an optimizer: all --resume needs), written to a
-    temp file, flushed and renamed, so an interrupted save never destroys the previous one."""
-    checkpoint = {
-        "env_id": run.args.env_id, "model": model.state_dict(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()},
-        "steps": run.steps, "episodes": run.episodes, "seconds": run.seconds,
-        "best_eval": run.best_eval,
-    }
+    """Weights, settings, counters (and optimizer: all --resume needs), synced and renamed into place."""
+    checkpoint = {"env_id": run.args.env_id, "model": model.state_dict(), **{k: getattr(run, k) for k in COUNTERS},
+                  "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(run.args).items()}}
     if optimizer is not None:
         checkpoint["optimizer"] = optimizer.state_dict()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with open(path.with_name(path.name + ".tmp"), "wb") as f:
         torch.save(checkpoint, f)
         f.flush()
-        os.fsync(f.fileno())  # on disk before the rename, or a crash could leave an empty file
-    os.replace(tmp, path)
+        os.fsync(f.fileno())  # on disk before the rename: a crash then leaves the old file or the new one
+    os.replace(path.with_name(path.name + ".tmp"), path)
 
 
 def load(path: Path, env_id: str | None) -> tuple[ActorCritic, dict]:
-    """The model saved at `path` (for env_id; None: any) and the whole checkpoint (its args,
-    counters and perhaps the optimizer state); a CheckpointError with a one-line reason if not."""
+    """The model at `path` and its checkpoint; a one-line error if it is missing, unreadable or not ours."""
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        sys.exit(f"error: no checkpoint at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated file, not a torch file, unsafe pickle ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}") from None
+        sys.exit(f"error: cannot read checkpoint {path}: {type(error).__name__}")
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "args" not in checkpoint:
-        raise CheckpointError(f"{path} is not a checkpoint of this script")
+        sys.exit(f"error: {path} is not a checkpoint of this script")
     if env_id is not None and checkpoint.get("env_id") != env_id:
-        raise CheckpointError(f"{path} was trained on {checkpoint.get('env_id')}, not {env_id}")
-    defaults = vars(build_parser().parse_args(["--train"]))
-    checkpoint["args"] = {**defaults, **BEFORE_SETTINGS_EXISTED, **checkpoint["args"]}  # (older files lack some)
+        sys.exit(f"error: {path} was trained on {checkpoint.get('env_id')}, not {env_id}")
+    checkpoint["args"] = {**vars(parse_args(["--train"])), **BEFORE_SETTINGS_EXISTED, **checkpoint["args"]}  # old
     model = build_model(argparse.Namespace(**checkpoint["args"]))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
-        raise CheckpointError(f"{path} holds a different network architecture") from None
+        sys.exit(f"error: {path} holds a different network architecture")
     return model, checkpoint
 
 
@@ -669,8 +565,7 @@ def run_name(env_id: str) -> str:
 
 
 def newest_run(args: argparse.Namespace, validated: bool = True) -> Path | None:
-    """model.pt of the newest run under runs/ (validated: the newest that has best weights; a run
-    stopped before its first validation has only model_last.pt, which --resume continues)."""
+    """model.pt of the newest run (validated: that has one; before that a run has model_last.pt only)."""
     for last in sorted(RUNS.glob(f"{run_name(args.env_id)}_*/model_last.pt"), key=lambda p: p.stat().st_mtime)[::-1]:
         if not validated or last.with_name("model.pt").exists():
             return last.with_name("model.pt").resolve()
@@ -678,13 +573,9 @@ def newest_run(args: argparse.Namespace, validated: bool = True) -> Path | None:
     return None
 
 
-def paths_for(checkpoint: Path) -> dict[str, Path]:
-    """A run's files sit beside its best checkpoint: model.pt (weights only, written by a
-    validation), model_last.pt (to --resume from), model.csv, model.png (and CarRacing's
-    validation GIFs in model_videos/)."""
-    stem = checkpoint.with_suffix("")
-    return {"best": checkpoint, "last": Path(f"{stem}_last.pt"), "csv": Path(f"{stem}.csv"),
-            "png": Path(f"{stem}.png"), "videos": Path(f"{stem}_videos")}
+def last_of(checkpoint: Path) -> Path:
+    """The resume point beside a run's best weights; its CSV and plot: checkpoint.with_suffix(".csv")."""
+    return checkpoint.with_name(f"{checkpoint.stem}_last.pt")
 
 
 # --------------------------------------------------------------------------- the plot
@@ -697,95 +588,65 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-
-    def series(name):
-        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name)]
-        return [p[0] for p in points], [p[1] for p in points]
-
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    axes[0, 0].plot(*series("train_return"), ".", ms=2, alpha=0.4, label="training episodes")
-    axes[0, 0].plot(*series("eval_mean"), "o-", label="validation mean")
-    axes[0, 0].legend(loc="upper left", fontsize=8)
-    panels = [("train_return", "raw episode return"), ("entropy", "entropy (nats)"),
-              ("advantage_std", "advantage std (before any normalising)"), ("policy_loss", "policy loss"),
-              ("value_loss", "value loss (log scale)"), ("grad_norm", "gradient norm before clipping")]
-    for ax, (name, label) in zip(axes.flat, panels):
-        if name != "train_return":
-            ax.plot(*series(name), "-", lw=1)
-        if not series(name)[0]:  # a CSV from before the column existed
-            ax.text(0.5, 0.5, "not in this CSV", ha="center", transform=ax.transAxes)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("agent steps")
+    for ax, column in zip([axes[0, 0], *axes.flat], ("eval_mean", "train_return", "entropy", "advantage_std",
+                                                      "policy_loss", "value_loss", "grad_norm")):
+        steps, values = np.array([(int(r["step"]), float(r[column])) for r in rows if r.get(column)]).reshape(-1, 2).T
+        fmt, label = {"eval_mean": ("o-", "validation mean"), "train_return": (".", "training episodes")}.get(
+            column, ("-", None))
+        ax.plot(steps, values, fmt, ms=3, lw=1, label=label)
+        ax.set(title=column, xlabel="agent steps", yscale="log" if column == "value_loss" and len(values) else "linear")
         ax.grid(alpha=0.3)
-    if series("value_loss")[0]:
-        axes[1, 1].set_yscale("log")
+    axes[0, 0].legend(loc="upper left", fontsize=8)
     fig.suptitle(title)
-    # fixed margins: cheaper than tight_layout, which draws every label once more to measure it
-    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)  # (tight_layout: slow)
     fig.savefig(png_path, dpi=90)
     plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the command line
-def build_parser() -> argparse.ArgumentParser:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, one per SETTINGS entry among them; with --resume the run's settings are the defaults."""
     parser = argparse.ArgumentParser(
         description="A3C on Atari games from pixels: train, play, evaluate. Every flag's default is in brackets.",
         usage="%(prog)s (--train [--resume] | --play | --eval) [options]; see --help",
         epilog="runs/ is made in the folder you start from; pretrained/ is the folder beside the script.")
-    what = parser.add_mutually_exclusive_group()  # one is required: parse_args says so, after any unknown flag
+    what = parser.add_mutually_exclusive_group()  # one is required: checked below, after any unknown flag
     what.add_argument("--train", action="store_true", help="train a new agent (or --resume one)")
-    what.add_argument("--play", action="store_true",
-                      help="show the agent in a window; writes a GIF when there is no display")
+    what.add_argument("--play", action="store_true", help="show the agent in a window (GIFs when headless)")
     what.add_argument("--eval", action="store_true", help="evaluation games; print each score and mean/std")
-    parser.add_argument("--env-id", default=ENV_ID,
-                        help="any ALE v5 game, e.g. ALE/Pong-v5 or ALE/Breakout-v5 [%(default)s]")
-    parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go (the run's other "
-                        "files beside them) [a new runs/ folder]; --resume/--play/--eval: what to load "
-                        "[--resume: the newest runs/NAME_*/; --play/--eval: the newest that validated, else "
-                        "pretrained/NAME.pt]")
-    parser.add_argument("--resume", action="store_true",
-                        help="with --train: continue a run from its model_last.pt: model, optimizer, counters "
-                             "and settings; flags you type win, except ones that change the network")
+    parser.add_argument("--env-id", default=ENV_ID, help="any ALE v5 game, e.g. ALE/Pong-v5 [%(default)s]")
+    parser.add_argument("--checkpoint", type=Path, help="--train: where the best weights go [a new runs/ folder]; "
+                        "else what to load [the newest run's (that validated), else pretrained/NAME.pt]")
+    parser.add_argument("--resume", action="store_true", help="with --train: continue a run from its "
+                        "model_last.pt; flags you type win, except ones that change the network")
     parser.add_argument("--mode", choices=["processes", "batch"], default="processes",
                         help="how experience is gathered; see the module docstring [processes]")
-    parser.add_argument("--seed", type=int,
-                        help="--train: seeds python, numpy, torch and the training games [0]; "
-                             "--eval/--play: the first game's seed [1000000, never trained on]")
+    parser.add_argument("--seed", type=int, help="--train: seeds python, numpy, torch and the training games "
+                        "[0]; --eval/--play: the first game's seed [1000000, never trained on]")
     parser.add_argument("--episodes", type=int, help="--eval: games [30]; --play: games [1]")
     parser.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=False,
-                        help="--eval, --play and the validations: take the most likely action, or (--no-greedy) "
-                             "draw it from the policy as training does [%(default)s]")
-    parser.add_argument("--video", type=Path, help="--play without a display: where the GIF goes "
-                                                   "[runs/videos/FOLDER_FILE.gif, after the checkpoint]")
-    parser.add_argument("--video-steps", type=int, default=1500,
-                        help="--play without a display: record the first this many agent steps of each game "
-                             "[%(default)s]")
+                        help="at test time take the most likely action, or draw it as training does [False]")
+    parser.add_argument("--video", type=Path, help="--play, headless: the GIF [runs/videos/FOLDER_FILE.gif]")
+    parser.add_argument("--video-steps", type=int, default=1500, help="--play, headless: steps recorded [%(default)s]")
     settings = parser.add_argument_group("settings (see SETTINGS at the top of the script)")
     for name, (default, meaning, *choices) in SETTINGS.items():
         kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
         settings.add_argument(f"--{name.replace('_', '-')}", **kind, default=default,
                               choices=choices[0] if choices else None, help=f"{meaning} [{default}]")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.train or args.play or args.eval):
         parser.error("one of --train, --play or --eval is required")
     if args.resume:
-        if not args.train:
-            parser.error("--resume goes with --train")
         run = args.checkpoint or newest_run(args, validated=False)  # never the shipped checkpoint, unless named
-        if run is None:
-            parser.error(f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
-        try:
-            _, checkpoint = load(paths_for(run)["last"], None)  # the run's env comes back with its settings
-        except CheckpointError as error:
-            parser.error(str(error))
-        # the saved arguments become the defaults, so only the flags typed now override them
-        not_restored = {"train", "play", "eval", "resume", "checkpoint"}
-        saved = {k: v for k, v in checkpoint["args"].items() if k in vars(args) and k not in not_restored}
+        if not args.train or run is None:
+            parser.error("--resume goes with --train" if not args.train else
+                         f"nothing to resume under {RUNS}/: pass --checkpoint PATH/model.pt of the run")
+        _, checkpoint = load(last_of(run), None)  # the run's game comes back with its settings
+        if "optimizer" not in checkpoint:
+            parser.error(f"{last_of(run)} has no optimizer state to resume from")
+        saved = {k: v for k, v in checkpoint["args"].items()
+                 if k in vars(args) and k not in ("train", "play", "eval", "resume", "checkpoint")}
         parser.set_defaults(**saved)
         args = parser.parse_args(argv)
         for name in ARCHITECTURE:
@@ -793,48 +654,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 parser.error(f"--{name.replace('_', '-')} {getattr(args, name)} does not match the run's "
                              f"{saved[name]}; a resumed run keeps its network")
         args.checkpoint = run
-    if args.seed is None:
-        args.seed = 0 if args.train else TEST_SEED
-    if args.episodes is None:
-        args.episodes = 1 if args.play else 30
-    for name, (default, _, *choices) in SETTINGS.items():
-        if type(default) is int and not choices and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    args.seed = (0 if args.train else TEST_SEED) if args.seed is None else args.seed
+    args.episodes = (1 if args.play else 30) if args.episodes is None else args.episodes
+    too_small = [name for name, (default, _, *choices) in SETTINGS.items()
+                 if type(default) is int and not choices and getattr(args, name) < 1]
+    if too_small or args.episodes < 1 or args.video_steps < 1 or args.seed < 0 or args.eval_episodes > 100_000:
+        parser.error(f"--{(too_small or ['episodes'])[0].replace('_', '-')}: counts must be at least 1, "
+                     "--seed at least 0, --eval-episodes at most 100000")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.lr > 0):
+        parser.error("--gamma must lie in (0, 1], --gae-lambda in [0, 1], --lr above 0")
+    if not (args.env_id.startswith("ALE/") and args.env_id.endswith("-v5") and args.env_id in gym.registry):
+        parser.error(f"--env-id {args.env_id} is not an ALE v5 game id (e.g. ALE/Pong-v5)")
     if args.train and args.mode != "batch" and args.workers > CORES:
         print(f"warning: --workers {args.workers} on {CORES} cores: the extra workers only add switching",
               file=sys.stderr)
-    if not (args.env_id.startswith("ALE/") and args.env_id.endswith("-v5") and args.env_id in gym.registry):
-        parser.error(f"--env-id {args.env_id} is not an ALE v5 game id (e.g. ALE/Pong-v5)")
-    if args.episodes < 1 or args.video_steps < 1 or args.eval_episodes > 100_000 or args.seed < 0:
-        parser.error("--episodes and --video-steps must be at least 1, --seed at least 0 and --eval-episodes "
-                     "at most 100000")
-    if not 0.0 < args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
-        parser.error("--gae-lambda must lie in [0, 1], --gamma in (0, 1]")
-    if args.lr <= 0 or args.max_seconds <= 0:
-        parser.error("--lr and --max-seconds must be positive")
     return args
 
 
 # --------------------------------------------------------------------------- training: the parent's side
 class TrainingFailed(Exception):
-    """A worker died or the loss stopped being a number: the run saves and stops."""
+    """A worker died or the run diverged: training stops."""
 
 
 class Run:
-    """The parent's side of training: the counters a checkpoint keeps, and the periodic duties that
-    tick() runs in order, as nanoGPT's loop reads: validation, log, stop. (The learning rate and
-    the entropy weight follow the step count where each update is made: see schedule.)"""
+    """The parent's side of training: the counters a checkpoint keeps, and the duties tick() does in
+    order, as nanoGPT's loop reads: validate, log, stop (the schedules follow the steps: see schedule)."""
 
-    def __init__(self, args, paths, model, optimizer, start: dict):
-        self.args, self.paths, self.model, self.optimizer = args, paths, model, optimizer
-        self.steps, self.episodes, self.seconds_before = start["steps"], start["episodes"], start["seconds"]
-        self.best_eval, self.solved = start["best_eval"], False
+    def __init__(self, args, model, optimizer, start: dict):
+        self.args, self.model, self.optimizer, self.solved = args, model, optimizer, False
+        self.steps, self.episodes, self.seconds_before, self.best_eval = map(start.get, COUNTERS)
         self.started, self.next_eval = time.time(), self.steps + args.eval_every
-        self.log = TrainingLog(args, paths["csv"], self.steps)
+        self.log = TrainingLog(args, args.checkpoint.with_suffix(".csv"), self.steps)
+        self.terms = self.log.terms  # each update's loss terms, which the log averages
 
     @property
-    def seconds(self) -> float:
-        """Wall time of training, earlier runs joined by --resume included."""
+    def seconds(self) -> float:  # wall time of training, earlier runs joined by --resume included
         return self.seconds_before + time.time() - self.started
 
     def episode(self, episode_return: float) -> None:
@@ -851,67 +705,54 @@ class Run:
         return self.solved or steps >= self.args.max_steps or self.seconds >= self.args.max_seconds  # 3. stop?
 
     def validate(self) -> None:
-        """Validation episodes with a snapshot of the weights (the weights saved are the ones that scored),
-        on the same seeds every time: only the same games show whether the agent improved."""
+        """Games on the same seeds every time (only they show progress), by a snapshot of the weights."""
         eval_model = build_model(self.args)
-        eval_model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
+        eval_model.load_state_dict(self.model.state_dict())  # a copy: the workers go on training
         returns = evaluate(eval_model, self.args, self.args.eval_episodes, VALIDATION_SEED)
         self.log.validation(self.steps, self.seconds, returns)
         if np.mean(returns) >= self.best_eval:
             self.best_eval = float(np.mean(returns))
-            save_checkpoint(self.paths["best"], eval_model, None, self)  # weights only: small
-        save_checkpoint(self.paths["last"], self.model, self.optimizer, self)  # a long run keeps a resume point
+            save_checkpoint(self.args.checkpoint, eval_model, None, self)  # weights only: small
+        save_checkpoint(last_of(self.args.checkpoint), self.model, self.optimizer, self)  # the resume point
         self.solved = np.mean(returns) >= self.args.solve_score
 
 
 def train(args: argparse.Namespace) -> int:
-    start = {"steps": 0, "episodes": 0, "seconds": 0.0, "best_eval": -math.inf}
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)  # before the model is built: its first weights come from this seed
     torch.set_num_threads(1)
     if args.resume:
-        resume_from = paths_for(args.checkpoint)["last"]
-        model, checkpoint = load(resume_from, args.env_id)
-        if "optimizer" not in checkpoint:  # (model.pt holds weights only)
-            raise CheckpointError(f"{resume_from} has no optimizer state to resume from")
-        start.update({k: checkpoint[k] for k in start})
-        print(f"resuming from {resume_from} at step {start['steps']}")
+        model, start = load(last_of(args.checkpoint), args.env_id)
+        print(f"resuming from {last_of(args.checkpoint)} at step {start['steps']}")
     else:
-        model = build_model(args)
-        if args.checkpoint is None:
-            folder = f"{run_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-            args.checkpoint = RUNS / folder / "model.pt"
-    paths = paths_for(args.checkpoint.resolve())  # printed in full: runs/ is relative to where you start
-    paths["best"].parent.mkdir(parents=True, exist_ok=True)
+        model, start = build_model(args), dict(zip(COUNTERS, (0, 0, 0.0, -math.inf)))
+        folder = f"{run_name(args.env_id)}_{args.mode}_s{args.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+        args.checkpoint = args.checkpoint or RUNS / folder / "model.pt"
+    args.checkpoint = args.checkpoint.resolve()  # printed in full: runs/ is relative to where you start
+    args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     optimizer = SharedAdam(model.parameters())
     if args.resume:
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        optimizer.load_state_dict(start["optimizer"])
 
-    run = Run(args, paths, model, optimizer, start)
-    modes = {"processes": train_processes, "batch": train_batch}
-    failure = None
+    run, failure = Run(args, model, optimizer, start), None
     stop_on_signal()
     try:
-        modes[args.mode](args, model, optimizer, run)
+        {"processes": train_processes, "batch": train_batch}[args.mode](args, model, optimizer, run)
     except KeyboardInterrupt:
         run.log.bar.write("interrupted: saving and stopping the workers")
     except TrainingFailed as error:
         failure = error
     finally:
         run.log.close()
-        save_checkpoint(paths["last"], model, optimizer, run)
-    plot_curve(paths["csv"], paths["png"], f"A3C on {args.env_id}")
+        if all(p.isfinite().all() for p in model.parameters()):  # (diverged weights keep the last save)
+            save_checkpoint(last_of(args.checkpoint), model, optimizer, run)
+    plot_curve(args.checkpoint.with_suffix(".csv"), args.checkpoint.with_suffix(".png"), f"A3C on {args.env_id}")
     if failure is not None:
-        print(f"error: training stopped: {failure}\nthe last weights are in {paths['last']} "
-              f"(--resume continues from them)", file=sys.stderr)
-        return 1
-    if not paths["best"].exists():  # no validation yet: nothing has earned the name "best"
-        print(f"stopped after {run.steps} agent steps, before the first validation (--eval-every): no best "
-              f"weights. --train --resume --checkpoint {paths['best']} continues the run.")
-        return 0
-    print(f"best validation {run.best_eval:.0f} after {run.steps} agent steps, {run.seconds / 60:.1f} min. "
-          f"Best weights: {paths['best']}  curve: {paths['png']}")
+        sys.exit(f"error: training stopped: {failure}")
+    weights = args.checkpoint if args.checkpoint.exists() else "none, no validation yet (--eval-every)"
+    print(f"stopped after {run.steps} agent steps, {run.seconds / 60:.1f} min. Best validation {run.best_eval:.0f}, "
+          f"weights: {weights}, curve: {args.checkpoint.with_suffix('.png')}; --resume continues the run")
     return 0
 
 
@@ -923,19 +764,22 @@ def run_worker(target, rank: int, seed: int, args: argparse.Namespace, shared: S
     try:
         torch.manual_seed(seed)
         target(rank, seed, args, shared)
+    except TrainingFailed as error:  # the run diverged: the reason says it all
+        shared.reports.put(("error", f"worker {rank}: {error}"))
     except Exception:
-        shared.errors.put(f"worker {rank} failed:\n{traceback.format_exc()}")
-        sys.exit(1)
+        shared.reports.put(("error", f"worker {rank} failed:\n{traceback.format_exc()}"))
 
 
-def check_alive(workers: list, errors) -> None:
-    """A worker must not die silently and leave the others training without it (or a trainer
-    waiting forever): raise TrainingFailed with its traceback."""
-    dead = [w for w in workers if not w.is_alive()]
+def take_reports(run: Run, reports, workers: list) -> None:
+    """Take in what the workers reported; a failure, or a worker that died without a word, stops the run."""
+    dead = [w for w in workers if not w.is_alive()]  # first: what a dead worker said is in the queue by now
+    while not reports.empty():
+        kind, value = reports.get()
+        if kind == "error":
+            raise TrainingFailed(value)
+        run.episode(value) if kind == "episode" else run.terms.append(value)
     if dead:
-        exitcode = getattr(dead[0], "exitcode", None)
-        raise TrainingFailed(errors.get() if not errors.empty() else
-                             f"a worker died with exit code {exitcode} (killed for memory?)")
+        raise TrainingFailed(f"a worker died with exit code {getattr(dead[0], 'exitcode', None)} (killed for memory?)")
 
 
 def stop_workers(workers: list, stop) -> None:
@@ -948,15 +792,13 @@ def stop_workers(workers: list, stop) -> None:
 
 
 def training_seed(seed: int, rank: int, steps: int) -> int:
-    """The first seed of a worker's envs: below TRAIN_SEEDS, and new after every --resume."""
+    """The first seed of a worker's envs: below TRAIN_SEEDS, and new for a run that goes on from `steps`."""
     return int(np.random.SeedSequence([seed, rank, steps]).generate_state(1)[0]) % (TRAIN_SEEDS - 1000)
 
 
 def stop_on_signal(in_worker: bool = False) -> None:
-    """Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) all stop training the same
-    way: the parent saves and stops every worker. SIGINT is set here too: a script that starts a
-    command in the background (`cmd &`) makes it ignore SIGINT. A worker process leaves Ctrl-C and
-    SIGHUP (they reach the whole process group) to the parent, and ends on the parent's SIGTERM."""
+    """Ctrl-C (SIGINT, which `cmd &` starts ignored), `kill` (SIGTERM) and a closed terminal (SIGHUP)
+    stop training alike; a worker process leaves SIGINT and SIGHUP (sent to its group) to the parent."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
     for name, worker_does in (("SIGINT", signal.SIG_IGN), ("SIGTERM", signal.SIG_DFL), ("SIGHUP", signal.SIG_IGN)):
@@ -979,9 +821,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args.video = args.video or RUNS.resolve() / "videos" / f"{path.parent.name}_{path.stem}.gif"
             play(model, args)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     return 0

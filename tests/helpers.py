@@ -34,7 +34,8 @@ def train_evaluate_play(script: Path, mode: str, tmp_path: Path, *train_flags, c
 
     checkpoint = tmp_path / "run" / "model.pt"
     run_script(script, "--train", "--mode", mode, *common, *train_flags, "--checkpoint", checkpoint, cwd=tmp_path)
-    for name in ("model.pt", "model_last.pt", "model.csv", "model.png"):
+    resume_point = () if script.name == "a3c_cartpole.py" else ("model_last.pt",)  # CartPole keeps the best only
+    for name in ("model.pt", *resume_point, "model.csv", "model.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0, name
     assert torch.load(checkpoint, weights_only=True)["args"]["mode"] == mode
     assert_losses_logged(tmp_path / "run" / "model.csv", entropy_positive)
@@ -58,9 +59,9 @@ def assert_losses_logged(csv_path: Path, entropy_positive: bool = True) -> None:
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    columns = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm", "updates_per_s")
+    columns = ("policy_loss", "value_loss", "entropy", "advantage_std", "grad_norm")
     logged = [r for r in rows if r.get("entropy")]
     assert logged, "no loss rows in the CSV"
     for row in logged:
         assert all(math.isfinite(float(row[c])) for c in columns), row
-        assert float(row["updates_per_s"]) > 0 and (float(row["entropy"]) > 0 or not entropy_positive), row
+        assert float(row["entropy"]) > 0 or not entropy_positive, row

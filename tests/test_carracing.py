@@ -254,12 +254,12 @@ def test_the_entropy_bonus_falls_to_zero_at_max_steps():
     args = carracing.parse_args(["--train", "--actions", "continuous", "--rollout-len", "3", "--max-steps", "1000"])
     model = carracing.build_model(args)
     rollout, _ = carracing.Rollouts(carracing.make_vector_env(args, 2, training=True), seed=0).collect(model, args)
-    assert [carracing.entropy_weight(args, s) for s in (0, 500, 1000, 2000)] == [0.01, 0.005, 0.0, 0.0]
+    assert [carracing.schedule(args.entropy_schedule, s, 1000) for s in (0, 500, 1000, 2000)] == [1, 0.5, 0, 0]
     start, (_, _, entropy, _) = carracing.a3c_loss(model, **rollout, args=args, steps=0)
     end, _ = carracing.a3c_loss(model, **rollout, args=args, steps=1000)
     assert start.item() == pytest.approx(end.item() - 0.01 * entropy, abs=1e-5)  # only the bonus differs
     args.entropy_schedule = "constant"
-    assert carracing.entropy_weight(args, 1000) == 0.01
+    assert carracing.a3c_loss(model, **rollout, args=args, steps=1000)[0].item() == pytest.approx(start.item(), abs=1e-5)
 
 
 @pytest.mark.parametrize("mode, actions", [("processes", "discrete"), ("batch", "continuous")])
