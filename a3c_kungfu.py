@@ -4,7 +4,6 @@
     python a3c_kungfu.py --play                 # watch the agent (GIFs of the game and of its input when headless)
     python a3c_kungfu.py --eval                 # 30 held-out games (seeds from 1,000,000)
     python a3c_kungfu.py --train --env-id ALE/Pong-v5    # another game, the same settings
-    python a3c_kungfu.py --train --mode batch   # the other mode: processes, batch
 
 Read a3c_cartpole.py first: this script has its shape and names, plus pixels and what a run of
 hours needs (--resume, saves on signals, a CSV kept across resumes). A3C (Mnih et al. 2016,
@@ -122,7 +121,8 @@ class ActorCritic(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def frames(self, obs: torch.Tensor) -> torch.Tensor:  # the uint8 frames [N, 4, 42, 42] the network sees
-        return nn.functional.max_pool2d(obs, 2) if self.pool else obs
+        rows = torch.maximum(obs[..., ::2, :], obs[..., 1::2, :]) if self.pool else obs  # 2x2 max, as bytes: rows,
+        return torch.maximum(rows[..., ::2], rows[..., 1::2]) if self.pool else obs  # then columns (max_pool2d: slow)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.body(self.frames(obs).float() / 255.0)

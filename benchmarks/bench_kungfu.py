@@ -69,7 +69,8 @@ def network_costs() -> None:
             "a3c_kungfu.py --core lstm (16, 256)": [*area, "--core", "lstm"],
             "a3c_kungfu.py --padding 1": ["--frame", "area42", "--padding", "1"],
             "a3c_kungfu.py --frame pool84": ["--frame", "pool84", "--padding", "0"],
-            "a3c_kungfu.py --padding 1 --frame pool84": ["--padding", "1", "--frame", "pool84"]}
+            "a3c_kungfu.py --padding 1 --frame pool84": ["--padding", "1", "--frame", "pool84"],
+            "Nature widths on 42x42 (32, 64, 64; 512)": ["--padding", "1", "--frame", "pool84", "--hidden", "512"]}
     T, N = 10, 16
     starts = np.zeros((T, N), np.float32)
     for name, flags in nets.items():
@@ -80,6 +81,9 @@ def network_costs() -> None:
         if name.startswith("tutorial"):
             model.body[0] = nn.Conv2d(4, 32, 3, stride=2)
             model.body[2] = nn.Conv2d(32, 32, 3, stride=2)
+        if name.startswith("Nature widths"):  # the Nature CNN's channels and units, today's 3x3 stride-2 layers
+            model.body[0], model.body[2] = nn.Conv2d(4, 32, 3, 2, padding=1), nn.Conv2d(32, 64, 3, 2, padding=1)
+            model.body[4], model.body[7] = nn.Conv2d(64, 64, 3, 2, padding=1), nn.Linear(64 * 6 * 6, 512)
 
         def train_step():
             model.zero_grad()
@@ -93,6 +97,13 @@ def network_costs() -> None:
             state = model.initial_state(8)
             act_ms = per_sample_ms(lambda: model.step(rollout[:8], state), 8, 200)
         print(f"{name:40} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
+
+    frames = torch.randint(0, 256, (T * N // 2, 4, 84, 84), dtype=torch.uint8)  # 80 samples, as a worker's loss
+    slices = lambda: torch.maximum(torch.maximum(frames[..., ::2, ::2], frames[..., 1::2, ::2]),  # noqa: E731
+                                   torch.maximum(frames[..., ::2, 1::2], frames[..., 1::2, 1::2]))
+    assert torch.equal(slices(), nn.functional.max_pool2d(frames, 2))  # the same bytes
+    for name, pool in (("max_pool2d", lambda: nn.functional.max_pool2d(frames, 2)), ("four strided slices", slices)):
+        print(f"{'2x2 max of [80, 4, 84, 84] uint8, ' + name:56} {per_sample_ms(pool, 1, 50):.2f} ms")
 
     nature = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
                            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),

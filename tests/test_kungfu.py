@@ -114,6 +114,8 @@ def test_the_frame_setting_max_pools_84x84_frames_and_old_checkpoints_keep_42x42
     envs.close()
     model = kungfu.build_model(args)
     assert obs.shape == (1, 4, 84, 84) and model.frames(torch.as_tensor(obs)).shape == (1, 4, 42, 42)
+    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)  # the same bytes as a 2x2 max-pool
+    assert torch.equal(model.frames(frames), torch.nn.functional.max_pool2d(frames, 2))
     bright = torch.zeros(1, 4, 84, 84, dtype=torch.uint8)
     bright[..., 61, 33] = 200  # one bright pixel, as a ball: max-pooling keeps it, averaging would dim it
     assert model.frames(bright).max() == 200
