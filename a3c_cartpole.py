@@ -436,16 +436,16 @@ def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), subplot_kw={"xlabel": "agent steps"})
     for ax, column in zip([axes[0, 0], *axes.flat], ("eval_mean", "train_return", "entropy", "advantage_std",
                                                       "policy_loss", "value_loss", "grad_norm")):
         steps, values = np.array([(int(r["step"]), float(r[column])) for r in rows if r.get(column)]).reshape(-1, 2).T
         fmt, label = {"eval_mean": ("o-", "validation mean"), "train_return": (".", "training episodes")}.get(
             column, ("-", None))
         ax.plot(steps, values, fmt, ms=3, lw=1, label=label)
-        ax.set(title=column, xlabel="agent steps", yscale="log" if column == "value_loss" and len(values) else "linear")
+        ax.set(title=column.replace("_", " "), yscale="log" if column == "value_loss" and len(values) else "linear")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="upper left", fontsize=8)
+    axes[0, 0].legend(loc="best", fontsize=8)
     fig.suptitle(title)
     fig.subplots_adjust(left=0.06, right=0.97, bottom=0.08, top=0.92, wspace=0.3, hspace=0.35)  # (tight_layout: slow)
     fig.savefig(png_path, dpi=90)
