@@ -166,6 +166,18 @@ def test_a_killed_worker_stops_the_run_with_an_error(name, tmp_path):
     assert wait_gone(workers, 5) == []
 
 
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_worker_that_raises_stops_the_run_with_its_traceback(name, tmp_path):
+    # forked workers inherit the patched module: every worker raises at once
+    code = (f"import sys, {SCRIPTS[name].__name__} as script\n"
+            "def worker(*args):\n    raise ValueError('boom in the worker')\n"
+            "script.worker = worker\n"
+            f"sys.exit(script.main(['--train', '--workers', '2', '--checkpoint', {str(tmp_path / 'model.pt')!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "error: training stopped: worker" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" in result.stderr and "ValueError: boom in the worker" in result.stderr
+
+
 def test_a_dead_ga3c_actor_stops_the_trainer(tmp_path):
     proc, actors = start_training("cartpole", tmp_path, "--mode", "ga3c")
     os.kill(actors[0], signal.SIGKILL)
