@@ -596,7 +596,7 @@ def take_reports(run: Run, reports, workers: list) -> None:
         kind, value = reports.get()
         if kind == "error":
             raise TrainingFailed(value)
-        run.episode(value) if kind == "episode" else run.terms.append(value)
+        {"episode": run.episode, "losses": run.terms.append}[kind](value)
     if dead:
         raise TrainingFailed(f"a worker died with exit code {getattr(dead[0], 'exitcode', None)} (killed for memory?)")
 
