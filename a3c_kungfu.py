@@ -83,7 +83,8 @@ SETTINGS = {
     "normalize_advantages": (False, "scale each update's advantages to mean 0 and std 1"),
     "frame": ("pool84", "84x84 frames max-pooled 2x2 to 42x42, or ale-py's 42x42 area resize", tuple(SCREEN_SIZE)),
     "padding": (1, "of the 3x3 convolutions: with 0, the frame's last 3 rows and columns never count", (0, 1)),
-    "hidden": (256, "units of the fully connected layer (and of the LSTM)"),
+    "channels": (32, "of the first convolution, twice as many in the next two (32: the Nature CNN's widths)"),
+    "hidden": (512, "units of the fully connected layer (and of the LSTM)"),
     "core": ("ff", "after the fully connected layer: nothing (ff) or an LSTM", ("ff", "lstm")),
     "max_steps": (10_000_000, "the budget: stop after this many agent steps (4 frames each)"),
     "max_seconds": (math.inf, "also stop after this much wall time, earlier runs joined by --resume included"),
@@ -91,25 +92,24 @@ SETTINGS = {
     "eval_episodes": (16, "games per validation"),
     "solve_score": (math.inf, "stop once a validation's mean score reaches this"),
 }
-ARCHITECTURE = ("env_id", "hidden", "core", "frame", "padding")  # a resumed run keeps them
-BEFORE_SETTINGS_EXISTED = {"frame": "area42", "padding": 0}  # what older checkpoints were made with
+ARCHITECTURE = ("env_id", "channels", "hidden", "core", "frame", "padding")  # a resumed run keeps them
+BEFORE_SETTINGS_EXISTED = {"frame": "area42", "padding": 0, "channels": 16}  # what older checkpoints were made with
 
 
 # --------------------------------------------------------------------------- the network
 class ActorCritic(nn.Module):
-    """Three 3x3 stride-2 convolutions of 16, 32, 32 channels (42 -> 21 -> 11 -> 6 pixels), a linear layer,
+    """Three 3x3 stride-2 convolutions of c, 2c, 2c channels (42 -> 21 -> 11 -> 6 pixels), a linear layer,
     an optional LSTM core (state: h and c side by side; [N, 0] without it), policy and value heads. The
     loss runs the convolutions once over a rollout (encode) and steps only the core through time."""
 
-    def __init__(self, in_channels: int, n_actions: int, hidden: int, core: str, frame: str, padding: int):
+    def __init__(self, in_channels: int, n_actions: int, channels: int, hidden: int, core: str, padding: int):
         super().__init__()
-        self.pool = frame == "pool84"  # 84x84 frames, max-pooled 2x2: a 2-pixel ball keeps its brightness
         side = {0: 4, 1: 6}[padding]  # the last feature map's width
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, stride=2, padding=padding), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=padding), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, stride=2, padding=padding), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * side * side, hidden), nn.ReLU())
+            nn.Conv2d(in_channels, channels, 3, stride=2, padding=padding), nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=padding), nn.ReLU(),
+            nn.Conv2d(2 * channels, 2 * channels, 3, stride=2, padding=padding), nn.ReLU(),
+            nn.Flatten(), nn.Linear(2 * channels * side * side, hidden), nn.ReLU())
         self.core = nn.LSTMCell(hidden, hidden) if core == "lstm" else None
         self.policy = nn.Linear(hidden, n_actions)
         self.value = nn.Linear(hidden, 1)
@@ -120,12 +120,8 @@ class ActorCritic(nn.Module):
                 nn.init.orthogonal_(layer.weight, gain)
                 nn.init.zeros_(layer.bias)
 
-    def frames(self, obs: torch.Tensor) -> torch.Tensor:  # the uint8 frames [N, 4, 42, 42] the network sees
-        rows = torch.maximum(obs[..., ::2, :], obs[..., 1::2, :]) if self.pool else obs  # 2x2 max, as bytes: rows,
-        return torch.maximum(rows[..., ::2], rows[..., 1::2]) if self.pool else obs  # then columns (max_pool2d: slow)
-
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.body(self.frames(obs).float() / 255.0)
+        return self.body(obs.float() / 255.0)
 
     def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.policy(features), self.value(features).squeeze(-1)
@@ -157,7 +153,7 @@ class ActorCritic(nn.Module):
 
 def build_model(args: argparse.Namespace) -> ActorCritic:
     env = make_env(args)  # the game's minimal action set is the policy's output
-    model = ActorCritic(FRAME_STACK, env.action_space.n, args.hidden, args.core, args.frame, args.padding)
+    model = ActorCritic(FRAME_STACK, env.action_space.n, args.channels, args.hidden, args.core, args.padding)
     env.close()
     return model
 
@@ -243,8 +239,8 @@ class Rollouts:
 
     def __init__(self, envs: AtariVectorEnv, seed: int):
         self.envs = envs
-        self.obs, info = envs.reset(seed=seed)  # game i starts from seed + i, later games from its own RNG
-        self.lives = info["lives"]
+        obs, info = envs.reset(seed=seed)  # game i starts from seed + i, later games from its own RNG
+        self.obs, self.lives = pool(obs), info["lives"]
         self.state = None  # the core's state, made by the first collect()
         self.starts = np.ones(envs.num_envs, np.float32)  # every game begins
         self.scores = np.zeros(envs.num_envs)
@@ -264,7 +260,7 @@ class Rollouts:
             actions = torch.multinomial(torch.softmax(logits, -1), 1).view(-1).numpy()  # a ~ pi(.|s), it explores
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done = terminated | truncated
-            real_next_obs = np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs)
+            real_next_obs = pool(np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs))
             # a lost life ends the value's horizon (the game goes on): learning speeds up in most games
             life_lost = (info["lives"] < self.lives) & ~done
             self.lives = info["lives"]
@@ -275,7 +271,7 @@ class Rollouts:
             finished += self.scores[done].tolist()
             self.scores[done] = 0.0
             self.starts = done.astype(np.float32)
-            self.obs = next_obs
+            self.obs = pool(next_obs)
         rollout = {key: np.asarray([step[key] for step in steps], dtype) for key, dtype in ROLLOUT_DTYPES.items()}
         return {**rollout, "state0": state0}, finished
 
@@ -402,6 +398,12 @@ def make_vector_env(args: argparse.Namespace, num_envs: int, training: bool = Fa
                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
+def pool(obs: np.ndarray) -> np.ndarray:
+    """The uint8 frames [..., 4, 42, 42] the network sees, made as they arrive: 84x84 ones max-pooled 2x2."""
+    rows = np.maximum(obs[..., ::2, :], obs[..., 1::2, :]) if obs.shape[-1] == 84 else obs  # 2x2 max as bytes: rows,
+    return np.maximum(rows[..., ::2], rows[..., 1::2]) if obs.shape[-1] == 84 else obs  # columns (a ball stays bright)
+
+
 # =========================================================================================== PLUMBING
 # The reinforcement learning is all above; below: evaluation and play, the log, checkpoints, the command line...
 
@@ -415,7 +417,7 @@ def evaluate(model: ActorCritic, args: argparse.Namespace, episodes: int, seed: 
     returns, finished, step, shown = np.zeros(episodes), np.zeros(episodes, dtype=bool), 0, time.time()
     while not finished.all():
         with torch.no_grad():
-            logits, _, state = model.step(torch.as_tensor(obs), state)
+            logits, _, state = model.step(torch.as_tensor(pool(obs)), state)
         obs, rewards, terminated, truncated, _ = envs.step(test_actions(logits, args, rng))
         returns += np.where(finished, 0.0, rewards)
         finished |= terminated | truncated
@@ -451,10 +453,10 @@ def play(model: ActorCritic, args: argparse.Namespace) -> None:
         state, rng = model.initial_state(1), np.random.default_rng(args.seed + episode)
         done, episode_return, step, shown = False, 0.0, 0, time.time()
         while not done:
-            obs = torch.as_tensor(np.asarray(obs)).unsqueeze(0)
+            obs = torch.as_tensor(pool(np.asarray(obs))).unsqueeze(0)
             if headless and step < args.video_steps and step % 2 == 0:  # every other step (of 15 a second)
                 frames.append(env.render())
-                inputs.append(np.hstack(list(model.frames(obs)[0].numpy())).repeat(4, 0).repeat(4, 1))
+                inputs.append(np.hstack(list(obs[0].numpy())).repeat(4, 0).repeat(4, 1))
             with torch.no_grad():
                 logits, _, state = model.step(obs, state)
             obs, reward, terminated, truncated, _ = env.step(test_actions(logits, args, rng)[0])

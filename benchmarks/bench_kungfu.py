@@ -1,7 +1,7 @@
 """Throughput of a3c_kungfu.py against the raw speed of the games it plays, in one run.
 
     python benchmarks/bench_kungfu.py            # raw env vs both training modes (about 3 min)
-    python benchmarks/bench_kungfu.py --nets     # also: cost of the tutorial's network, ours (ff, lstm), the Nature CNN
+    python benchmarks/bench_kungfu.py --nets     # also: the networks before, today's, the Nature CNN; pooling
 
 raw: ale-py's vector env with the script's protocol and preprocessing, 16 games on 2 threads
 (as many games as the default training steps), uniformly random actions, nothing else running.
@@ -63,27 +63,22 @@ def network_costs() -> None:
     and of acting (one step of 8 games, a worker's batch), on one core; last, for scale, the
     published agents' network (the DQN paper's Nature CNN on 84x84 frames, one linear head)."""
     torch.set_num_threads(1)
-    area = ["--frame", "area42", "--padding", "0"]  # ale-py's 42x42 frames, unpadded convolutions
-    nets = {"tutorial (32 channels first, 128 units)": [*area, "--hidden", "128"],
-            "a3c_kungfu.py --core ff (16, 256)": area,
-            "a3c_kungfu.py --core lstm (16, 256)": [*area, "--core", "lstm"],
-            "a3c_kungfu.py --padding 1": ["--frame", "area42", "--padding", "1"],
-            "a3c_kungfu.py --frame pool84": ["--frame", "pool84", "--padding", "0"],
-            "a3c_kungfu.py --padding 1 --frame pool84": ["--padding", "1", "--frame", "pool84"],
-            "Nature widths on 42x42 (32, 64, 64; 512)": ["--padding", "1", "--frame", "pool84", "--hidden", "512"]}
+    area, before = ["--frame", "area42", "--padding", "0"], ["--channels", "16", "--hidden", "256"]
+    nets = {"tutorial (32 channels first, 128 units)": [*area, "--channels", "16", "--hidden", "128"],
+            "first a3c_kungfu.py (16, 32, 32; 256)": [*area, *before],
+            "first a3c_kungfu.py, --core lstm": [*area, *before, "--core", "lstm"],
+            "defaults before (16, 32, 32; 256; pad 1)": before,
+            "today's defaults (32, 64, 64; 512; pad 1)": [],
+            "today's defaults, --core lstm": ["--core", "lstm"]}
     T, N = 10, 16
     starts = np.zeros((T, N), np.float32)
+    rollout = torch.randint(0, 256, (T * N, 4, 42, 42), dtype=torch.uint8)  # what every network sees: 42x42
     for name, flags in nets.items():
         args = a3c_kungfu.parse_args(["--train", *flags])
         model = a3c_kungfu.build_model(args)
-        size = a3c_kungfu.SCREEN_SIZE[args.frame]
-        rollout = torch.randint(0, 256, (T * N, 4, size, size), dtype=torch.uint8)
         if name.startswith("tutorial"):
             model.body[0] = nn.Conv2d(4, 32, 3, stride=2)
             model.body[2] = nn.Conv2d(32, 32, 3, stride=2)
-        if name.startswith("Nature widths"):  # the Nature CNN's channels and units, today's 3x3 stride-2 layers
-            model.body[0], model.body[2] = nn.Conv2d(4, 32, 3, 2, padding=1), nn.Conv2d(32, 64, 3, 2, padding=1)
-            model.body[4], model.body[7] = nn.Conv2d(64, 64, 3, 2, padding=1), nn.Linear(64 * 6 * 6, 512)
 
         def train_step():
             model.zero_grad()
@@ -96,14 +91,15 @@ def network_costs() -> None:
         with torch.no_grad():
             state = model.initial_state(8)
             act_ms = per_sample_ms(lambda: model.step(rollout[:8], state), 8, 200)
-        print(f"{name:40} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
+        print(f"{name:42} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
 
-    frames = torch.randint(0, 256, (T * N // 2, 4, 84, 84), dtype=torch.uint8)  # 80 samples, as a worker's loss
-    script = a3c_kungfu.build_model(a3c_kungfu.parse_args(["--train", "--frame", "pool84"])).frames  # rows, columns
-    assert torch.equal(script(frames), nn.functional.max_pool2d(frames, 2))  # the same bytes
-    for name, pool in (("max_pool2d", lambda: nn.functional.max_pool2d(frames, 2)),
-                       ("the script's", lambda: script(frames))):
-        print(f"{'2x2 max of [80, 4, 84, 84] uint8, ' + name:56} {per_sample_ms(pool, 1, 50):.2f} ms")
+    frames = np.random.default_rng(0).integers(0, 256, (T * N // 2, 4, 84, 84), dtype=np.uint8)  # 80: a worker's
+    assert torch.equal(torch.as_tensor(a3c_kungfu.pool(frames)), nn.functional.max_pool2d(torch.as_tensor(frames), 2))
+    torch_frames = torch.as_tensor(frames)
+    for name, pool in (("[80, 4, 84, 84] uint8, max_pool2d", lambda: nn.functional.max_pool2d(torch_frames, 2)),
+                       ("[80, 4, 84, 84] uint8, the script's pool", lambda: a3c_kungfu.pool(frames)),
+                       ("[8, 4, 84, 84] uint8 (one step of 8 games)", lambda: a3c_kungfu.pool(frames[:8]))):
+        print(f"{'2x2 max of ' + name:56} {per_sample_ms(pool, 1, 50):.2f} ms")
 
     nature = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
                            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
@@ -117,14 +113,14 @@ def network_costs() -> None:
     train_ms = per_sample_ms(nature_train_step, T * N, 20)
     with torch.no_grad():
         act_ms = per_sample_ms(lambda: nature(frames[:8].float() / 255), 8, 200)
-    print(f"{'Nature CNN, 84x84 frames (published)':40} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
+    print(f"{'Nature CNN, 84x84 frames (published)':42} train {train_ms:.3f} ms/sample   act {act_ms:.3f} ms/sample")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each measurement")
     parser.add_argument("--nets", action="store_true",
-                        help="also time the tutorial's network, ours and the Nature CNN on 84x84")
+                        help="also time the tutorial's network, the ones before, today's and the Nature CNN on 84x84")
     parser.add_argument("--modes", nargs="+", default=["processes", "batch"], choices=["processes", "batch"])
     parser.add_argument("--flags", default="", help='more a3c_kungfu.py flags, e.g. "--core lstm"')
     args = parser.parse_args()

@@ -17,7 +17,7 @@ RUNS = {
     "bench_carracing.py": (["--seconds", "2"], "speed-up"),
     "bench_cartpole.py": (["--modes", "batch", "--seeds", "1", "--", "--max-steps", "2000", "--eval-every", "1000",
                            "--eval-episodes", "2"], "batch"),
-    "bench_kungfu.py": (["--seconds", "3", "--modes", "batch", "--nets"], "--padding 1 --frame pool84"),
+    "bench_kungfu.py": (["--seconds", "3", "--modes", "batch", "--nets"], "today's defaults (32, 64, 64"),
     "carracing_action_choice.py": (["--checkpoint", ROOT / "pretrained" / "carracing.pt", "--episodes", "1",
                                     "--choices", "mean", "sample", "--sharpen", "2", "--pedal", "1.1", "1"],
                                    "sample/2"),

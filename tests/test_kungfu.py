@@ -107,24 +107,29 @@ def test_both_modes_train_evaluate_and_play_any_game(mode, core, game, frame, tm
     assert (tmp_path / "play_input.gif").stat().st_size > 0  # what the network sees, beside the game
 
 
-def test_the_frame_setting_max_pools_84x84_frames_and_old_checkpoints_keep_42x42_area_frames(tmp_path):
-    args = kungfu.parse_args(["--train", "--env-id", "ALE/Breakout-v5", "--frame", "pool84"])
-    envs = kungfu.make_vector_env(args, 1)
+def test_84x84_frames_are_max_pooled_as_they_arrive_and_old_checkpoints_keep_their_network(tmp_path):
+    args = kungfu.parse_args(["--train", "--env-id", "ALE/Breakout-v5", "--frame", "pool84", "--rollout-len", "2"])
+    envs = kungfu.make_vector_env(args, 2)
     obs, _ = envs.reset(seed=0)
+    assert obs.shape == (2, 4, 84, 84) and kungfu.pool(obs).shape == (2, 4, 42, 42)
+    rollout, _ = kungfu.Rollouts(envs, seed=0).collect(kungfu.build_model(args), args)
     envs.close()
-    model = kungfu.build_model(args)
-    assert obs.shape == (1, 4, 84, 84) and model.frames(torch.as_tensor(obs)).shape == (1, 4, 42, 42)
-    frames = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)  # the same bytes as a 2x2 max-pool
-    assert torch.equal(model.frames(frames), torch.nn.functional.max_pool2d(frames, 2))
-    bright = torch.zeros(1, 4, 84, 84, dtype=torch.uint8)
+    assert rollout["obs"].shape[-2:] == rollout["next_obs"].shape[-2:] == (42, 42)  # the rollout holds 42x42
+    frames = np.random.default_rng(0).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)  # the bytes of a 2x2 max-pool
+    assert torch.equal(torch.as_tensor(kungfu.pool(frames)), torch.nn.functional.max_pool2d(torch.as_tensor(frames), 2))
+    bright = np.zeros((1, 4, 84, 84), np.uint8)
     bright[..., 61, 33] = 200  # one bright pixel, as a ball: max-pooling keeps it, averaging would dim it
-    assert model.frames(bright).max() == 200
-    made = kungfu.parse_args(["--train", "--frame", "area42", "--padding", "0"])  # the network before the settings
-    saved = {k: str(v) if isinstance(v, Path) else v for k, v in vars(made).items() if k not in ("frame", "padding")}
+    assert kungfu.pool(bright).max() == 200
+    area = np.ones((1, 4, 42, 42), np.uint8)
+    assert kungfu.pool(area) is area  # --frame area42: ale-py's 42x42 frames as they come
+    made = kungfu.parse_args(["--train", "--frame", "area42", "--padding", "0", "--channels", "16"])  # the first net
+    saved = {k: str(v) if isinstance(v, Path) else v for k, v in vars(made).items()
+             if k not in ("frame", "padding", "channels")}
     old = tmp_path / "old.pt"
     torch.save({"env_id": made.env_id, "model": kungfu.build_model(made).state_dict(), "args": saved}, old)
     model, checkpoint = kungfu.load(old, "ALE/KungFuMaster-v5")
-    assert checkpoint["args"]["frame"] == "area42" and checkpoint["args"]["padding"] == 0 and not model.pool
+    assert [checkpoint["args"][k] for k in ("frame", "padding", "channels")] == ["area42", 0, 16]
+    assert model.body[0].out_channels == 16
 
 
 def test_test_time_actions_are_seeded_and_greedy_takes_the_most_likely():
