@@ -12,7 +12,7 @@ https://arxiv.org/abs/1602.01783): workers, each with its own games and a copy o
     1. copy the shared weights:                    theta' <- theta
     2. act for n steps with pi(a | s; theta')
     3. n-step return:                              R_t = r_t + gamma * R_{t+1},  R_n = V(s_n)
-       advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda), lambda 0.95 here)
+       advantage:                                  A_t = R_t - V(s_t)     (GAE(lambda), lambda 0.7 here)
     4. loss = -mean(log pi(a_t | s_t) * A_t)             policy gradient, A_t held constant
               + value_coef   * mean((R_t - V(s_t))^2)    critic regression
               - entropy_coef * mean(H(pi(. | s_t)))      keeps the policy exploring
@@ -73,7 +73,7 @@ SETTINGS = {
     "num_envs": (16, "--mode batch: games in the one vector"),
     "rollout_len": (10, "n: steps per update per game (t_max)"),
     "gamma": (0.99, "discount factor"),
-    "gae_lambda": (0.95, "GAE lambda; 1.0 is the paper's n-step advantage"),
+    "gae_lambda": (0.7, "GAE lambda; 1.0 is the paper's n-step advantage"),
     "lr": (4e-4, "Adam learning rate (at the start, with --lr-schedule linear)"),
     "lr_schedule": ("linear", "linear: the learning rate falls to 0 at --max-steps", ("linear", "constant")),
     "entropy_coef": (0.004, "weight of the entropy bonus (at the start, with --entropy-schedule linear)"),
