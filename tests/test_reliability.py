@@ -264,5 +264,6 @@ def test_more_workers_than_cores_is_warned_about(name, capsys):
 def test_every_shipped_checkpoint_loads_weights_only_with_its_step(name, env_id, module):
     path = ROOT / "pretrained" / f"{name}.pt"
     model, checkpoint = module.load(path, env_id)
-    assert "optimizer" not in checkpoint and checkpoint["steps"] > 0 and path.stat().st_size < 2_000_000
+    weights = sum(4 * p.numel() for p in model.parameters())  # float32: the Atari network's 1.24M are 5 MB
+    assert "optimizer" not in checkpoint and checkpoint["steps"] > 0 and path.stat().st_size < weights + 100_000
     assert set(checkpoint["args"]) >= set(module.SETTINGS)  # every setting has a value, older files included
