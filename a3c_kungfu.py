@@ -259,8 +259,8 @@ class Rollouts:
                 raise TrainingFailed("the policy's outputs are not finite: training diverged")
             actions = torch.multinomial(torch.softmax(logits, -1), 1).view(-1).numpy()  # a ~ pi(.|s), it explores
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
-            done = terminated | truncated
-            real_next_obs = pool(np.where(done[:, None, None, None], info.get("final_obs", next_obs), next_obs))
+            done, next_obs = terminated | truncated, pool(next_obs)  # pooled once, as they arrive
+            real_next_obs = np.where(done[:, None, None, None], pool(info.get("final_obs", next_obs)), next_obs)
             # a lost life ends the value's horizon (the game goes on): learning speeds up in most games
             life_lost = (info["lives"] < self.lives) & ~done
             self.lives = info["lives"]
@@ -271,7 +271,7 @@ class Rollouts:
             finished += self.scores[done].tolist()
             self.scores[done] = 0.0
             self.starts = done.astype(np.float32)
-            self.obs = pool(next_obs)
+            self.obs = next_obs
         rollout = {key: np.asarray([step[key] for step in steps], dtype) for key, dtype in ROLLOUT_DTYPES.items()}
         return {**rollout, "state0": state0}, finished
 
