@@ -261,8 +261,7 @@ class Rollouts:
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
             done, next_obs = terminated | truncated, pool(next_obs)  # pooled once, as they arrive
             real_next_obs = np.where(done[:, None, None, None], pool(info.get("final_obs", next_obs)), next_obs)
-            # a lost life ends the value's horizon (the game goes on): learning speeds up in most games
-            life_lost = (info["lives"] < self.lives) & ~done
+            life_lost = (info["lives"] < self.lives) & ~done  # ends the value's horizon, not the game: faster learning
             self.lives = info["lives"]
             # training sees sign(r): one scale for every game and every stage of one game
             steps.append(dict(obs=self.obs, actions=actions, rewards=np.sign(rewards), next_obs=real_next_obs,
@@ -582,8 +581,7 @@ def last_of(checkpoint: Path) -> Path:
 
 # --------------------------------------------------------------------------- the plot
 def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
-    """Six panels against agent steps: the raw returns (training episodes and validations) and the
-    diagnostics the CSV logs (see the README's "Reading the diagnostics")."""
+    """Six panels against agent steps: raw returns (games, validations), the diagnostics (README: "Reading ...")."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -28,7 +28,7 @@ RUNS = {
     "plot_runs.py": ([CSV, "--out", "{tmp}/r.png"], ""),
     "profile_kungfu_worker.py": (["ff", "2", "1.5"], "per agent step"),
     "script_sections.py": (["--rev", "HEAD"], "the worker"),
-    "summarize_runs.py": ([CSV, "--at", "10000"], "CartPole-v1"),
+    "summarize_runs.py": ([CSV, "--at", "10000", "--within", "60"], "500 at 0.03M steps"),
 }
 
 
