@@ -738,7 +738,7 @@ def last_of(checkpoint: Path) -> Path:
 
 # --------------------------------------------------------------------------- the plot
 def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
-    """Six panels against agent steps: raw returns (games, validations), the diagnostics (README: "Reading ...")."""
+    """Six panels against agent steps: raw returns, then the diagnostics README's "Reading the diagnostics" explains."""
     import matplotlib  # imported here: it costs most of a second, and only the end needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
